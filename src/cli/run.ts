@@ -1,0 +1,96 @@
+import { ConfigError } from '../config.ts'
+import { EmbeddedBusyError } from '../db/embedded-lock.ts'
+import { MigrationError } from '../db/migrate.ts'
+import { CONNECTIONS_USAGE, connectionsCommand } from './connections.ts'
+import { CommandError, type CliContext, UsageError } from './context.ts'
+import { ENV_VARS_USAGE, envVarsCommand } from './env-vars.ts'
+import { ENVIRONMENTS_USAGE, environmentsCommand } from './environments.ts'
+import { KEYS_USAGE, keysCommand } from './keys.ts'
+import { MIGRATE_USAGE, migrateCommand } from './migrate.ts'
+import { RECORDS_USAGE, recordsCommand } from './records.ts'
+import { RUNS_USAGE, runsCommand } from './runs.ts'
+import { WEBHOOKS_USAGE, webhooksCommand } from './webhooks.ts'
+
+export const USAGE = [
+  'usage: syncstore <command> [options]',
+  '',
+  ...[
+    'serve                                    migrate, then serve HTTP on PORT (default 3003)',
+    ...MIGRATE_USAGE,
+    ...KEYS_USAGE,
+    ...ENV_VARS_USAGE,
+    ...CONNECTIONS_USAGE,
+    ...RECORDS_USAGE,
+    ...RUNS_USAGE,
+    ...WEBHOOKS_USAGE,
+    ...ENVIRONMENTS_USAGE,
+  ].map((line) => `  ${line}`),
+  '',
+  'Configuration comes from the environment (PORT, DATABASE_URL, SYNCSTORE_DATA_DIR, ...); see README.md.',
+].join('\n')
+
+/**
+ * Runs one command line and returns its exit code: 0 done, 1 failed, 2 bad arguments.
+ * Used by the `syncstore` binary and by a running server executing a forwarded command.
+ */
+export async function runCommand(argv: readonly string[], ctx: CliContext): Promise<number> {
+  const [command, ...args] = argv
+  try {
+    switch (command) {
+      case 'serve': {
+        // Loaded only here: the server pulls in Fastify, the scheduler and the runtime, which
+        // the other commands do not need (each CLI call stays quick to start).
+        const { serveCommand } = await import('./serve.ts')
+        await serveCommand(args, ctx, runCommand)
+        return 0
+      }
+      case 'migrate':
+        await migrateCommand(args, ctx)
+        return 0
+      case 'keys':
+        await keysCommand(args, ctx)
+        return 0
+      case 'env-vars':
+        await envVarsCommand(args, ctx)
+        return 0
+      case 'connections':
+        await connectionsCommand(args, ctx)
+        return 0
+      case 'records':
+        await recordsCommand(args, ctx)
+        return 0
+      case 'runs':
+        await runsCommand(args, ctx)
+        return 0
+      case 'webhooks':
+        await webhooksCommand(args, ctx)
+        return 0
+      case 'environments':
+        await environmentsCommand(args, ctx)
+        return 0
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        ctx.io.out(USAGE)
+        return command === undefined ? 2 : 0
+      default:
+        throw new UsageError(`unknown command "${command}" (see: syncstore help)`)
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      ctx.io.err(`error: ${err.message}`)
+      return 2
+    }
+    if (
+      err instanceof CommandError ||
+      err instanceof ConfigError ||
+      err instanceof MigrationError ||
+      err instanceof EmbeddedBusyError
+    ) {
+      ctx.io.err(`error: ${err.message}`)
+      return 1
+    }
+    throw err
+  }
+}

@@ -1,0 +1,103 @@
+import { sql } from 'kysely'
+
+import { listRunLogs } from '../runtime/logs.ts'
+import { envOption, parse, requireEnvironment } from './args.ts'
+import { CommandError, type CliContext, table, UsageError } from './context.ts'
+
+export const RUNS_USAGE = [
+  'runs list [--env ENV] [--integration PCK] [--connection-id ID] [--sync NAME] [--limit N] [--json]',
+  '                                         recent sync runs, newest first',
+  'runs logs RUN_ID [--json]                what a run logged (nango.log) and why it failed',
+]
+
+export async function runsCommand(args: string[], ctx: CliContext): Promise<void> {
+  const [sub, ...rest] = args
+  switch (sub) {
+    case 'list': {
+      const { values } = parse(rest, {
+        ...envOption,
+        integration: { type: 'string' },
+        'connection-id': { type: 'string' },
+        sync: { type: 'string' },
+        limit: { type: 'string', default: '20' },
+        json: { type: 'boolean', default: false },
+      })
+      const limit = Number(values.limit)
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+        throw new UsageError('--limit must be 1 to 1000')
+      }
+      await ctx.withDb(async (db) => {
+        const env = await requireEnvironment(db, values.env)
+        let query = db.kysely
+          .selectFrom('runs as r')
+          .innerJoin('syncs as s', 's.id', 'r.sync_id')
+          .innerJoin('connections as c', 'c.id', 's.connection_id')
+          .select([
+            'r.id',
+            'c.provider_config_key',
+            'c.connection_id',
+            's.name',
+            's.variant',
+            'r.state',
+            'r.reason',
+            'r.created_at',
+            'r.ended_at',
+            'r.result',
+            'r.error',
+            sql<string | null>`(r.ended_at - r.started_at)::text`.as('duration'),
+          ])
+          .where('c.environment_id', '=', env.id)
+        if (values.integration) query = query.where('c.provider_config_key', '=', values.integration)
+        if (values['connection-id']) query = query.where('c.connection_id', '=', values['connection-id'])
+        if (values.sync) query = query.where('s.name', '=', values.sync)
+        const runs = await query.orderBy('r.id', 'desc').limit(limit).execute()
+        if (values.json) return ctx.io.out(JSON.stringify(runs))
+        if (runs.length === 0) return ctx.io.err(`No runs in environment ${env.name}.`)
+        const rows = runs.map((r) => [
+          String(r.id),
+          `${r.provider_config_key}/${r.connection_id}`,
+          `${r.name}${r.variant === 'base' ? '' : `::${r.variant}`}`,
+          r.state,
+          r.reason,
+          r.created_at.toISOString(),
+          r.duration ?? '',
+          r.error ?? (r.result ? JSON.stringify(r.result) : ''),
+        ])
+        for (const line of table([
+          ['RUN', 'CONNECTION', 'SYNC', 'STATE', 'WHY', 'CREATED', 'TOOK', 'RESULT'],
+          ...rows,
+        ])) {
+          ctx.io.out(line)
+        }
+      })
+      return
+    }
+    case 'logs': {
+      const { values, positionals } = parse(rest, { json: { type: 'boolean', default: false } }, ['run-id'])
+      const id = Number(positionals[0])
+      if (!Number.isInteger(id) || id < 1) {
+        throw new UsageError('RUN_ID must be a run number (see: syncstore runs list)')
+      }
+      await ctx.withDb(async (db) => {
+        const run = await db.kysely
+          .selectFrom('runs')
+          .select(['state', 'error'])
+          .where('id', '=', id)
+          .executeTakeFirst()
+        if (!run) throw new CommandError(`no run ${id}`)
+        const lines = await listRunLogs(db.kysely, id)
+        if (values.json) {
+          return ctx.io.out(JSON.stringify({ state: run.state, error: run.error, logs: lines }))
+        }
+        for (const l of lines) {
+          const payload = l.payload === null ? '' : ` ${JSON.stringify(l.payload)}`
+          ctx.io.out(`${l.createdAt.toISOString()} ${l.level.toUpperCase().padEnd(5)} ${l.message}${payload}`)
+        }
+        ctx.io.err(`Run ${id}: ${run.state}${run.error ? ` (${run.error})` : ''}`)
+      })
+      return
+    }
+    default:
+      throw new UsageError(`unknown runs command "${sub ?? ''}"; expected list or logs`)
+  }
+}

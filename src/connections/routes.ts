@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto'
+
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+
+import type { Sealer } from '../crypto.ts'
+import type { Db } from '../db/connect.ts'
+import { HttpError } from '../http/errors.ts'
+import { EmptyQuery, errors, stringBoolValue, Success } from '../http/schemas.ts'
+import { satisfies } from '../http/scopes.ts'
+import {
+  connectionFull,
+  connectionListItem,
+  type ProviderOf,
+  tagsFor,
+  withoutRefreshTokens,
+} from './format.ts'
+import {
+  ConnectionFull,
+  ConnectionListItem,
+  ConnectionParams,
+  DeleteConnectionQuery,
+  GetConnectionQuery,
+  ListConnectionsQuery,
+  MetadataBody,
+  PostConnectionBody,
+} from './schemas.ts'
+import { changeMetadata, type MetadataMode } from './service.ts'
+import { deleteConnection, findConnection, listConnections, upsertConnection } from './store.ts'
+
+export interface ConnectionRoutesOptions {
+  db: Db
+  sealer: Sealer
+  providerOf: ProviderOf
+  /** Called after a connection is created or overwritten (the sync layer gives it its syncs). */
+  onConnectionSaved?: (connection: {
+    id: number
+    environmentId: number
+    providerConfigKey: string
+  }) => Promise<void>
+}
+
+const READ_CREDENTIALS = 'environment:connections:read_credentials'
+
+export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions> = async (app, opts) => {
+  const { db, sealer, providerOf } = opts
+
+  app.post(
+    '/connections',
+    {
+      config: { scope: 'environment:connections:create' },
+      schema: {
+        querystring: EmptyQuery,
+        body: PostConnectionBody,
+        response: { 201: ConnectionFull, ...errors(400, 401, 403, 415) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body
+      const { connection } = await upsertConnection(db.kysely, sealer, request.principal.environmentId, {
+        providerConfigKey: body.provider_config_key,
+        connectionId: body.connection_id ?? randomUUID(),
+        metadata: body.metadata,
+        credentials: body.credentials && withRaw(body.credentials),
+        connectionConfig: body.connection_config,
+        tags: tagsFor(body.tags, body.end_user),
+        endUser: body.end_user,
+      })
+      await opts.onConnectionSaved?.(connection)
+      return reply.code(201).send(connectionFull(connection, providerOf, connection.credentials ?? {}, 'iso'))
+    },
+  )
+
+  app.get(
+    '/connections',
+    {
+      config: { scope: ['environment:connections:list', 'environment:connections:list_credentials'] },
+      schema: {
+        querystring: ListConnectionsQuery,
+        response: {
+          200: Type.Object({ connections: Type.Array(ConnectionListItem) }),
+          ...errors(400, 401, 403),
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query
+      const tags: Record<string, string> = {}
+      for (const [key, value] of Object.entries(q as Record<string, unknown>)) {
+        const match = /^tags\[(.+)\]$/.exec(key)
+        if (match?.[1]) tags[match[1].toLowerCase()] = String(value)
+      }
+      // Nango answers up to 10,000 connections when no limit is given.
+      const limit = q.limit ?? 10_000
+      const rows = await listConnections(db.kysely, sealer, request.principal.environmentId, {
+        connectionId: q.connectionId,
+        search: q.search,
+        endUserId: q.endUserId,
+        integrationIds: q.integrationId?.split(',').map((s) => s.trim()),
+        tags,
+        limit,
+        offset: (q.page ?? 0) * limit,
+      })
+      return { connections: rows.map((row) => connectionListItem(row, providerOf)) }
+    },
+  )
+
+  app.get(
+    '/connections/:connectionId',
+    {
+      config: { scope: ['environment:connections:read', READ_CREDENTIALS] },
+      schema: {
+        params: ConnectionParams,
+        querystring: GetConnectionQuery,
+        response: { 200: ConnectionFull, ...errors(400, 401, 403, 404) },
+      },
+    },
+    async (request) => {
+      const {
+        provider_config_key: pck,
+        refresh_token: refreshToken,
+        force_refresh: forceRefresh,
+      } = request.query
+      const mayReadCredentials = satisfies(request.principal.scopes, READ_CREDENTIALS)
+      if (!mayReadCredentials && (stringBoolValue(refreshToken) || stringBoolValue(forceRefresh))) {
+        throw new HttpError(
+          403,
+          'forbidden',
+          `Credential and refresh options require the ${READ_CREDENTIALS} scope`,
+        )
+      }
+      const connection = await findConnection(
+        db.kysely,
+        sealer,
+        request.principal.environmentId,
+        pck,
+        request.params.connectionId,
+      )
+      if (!connection) throw new HttpError(404, 'not_found', 'Failed to find connection')
+      let credentials: Record<string, unknown> = {}
+      if (mayReadCredentials && connection.credentials) {
+        credentials = stringBoolValue(refreshToken)
+          ? connection.credentials
+          : (withoutRefreshTokens(connection.credentials) as Record<string, unknown>)
+      }
+      return connectionFull(connection, providerOf, credentials, 'offset')
+    },
+  )
+
+  app.delete(
+    '/connections/:connectionId',
+    {
+      config: { scope: 'environment:connections:delete' },
+      schema: {
+        params: ConnectionParams,
+        querystring: DeleteConnectionQuery,
+        response: { 200: Success, ...errors(400, 401, 403) },
+      },
+    },
+    async (request) => {
+      const deleted = await deleteConnection(
+        db.kysely,
+        request.principal.environmentId,
+        request.query.provider_config_key,
+        request.params.connectionId,
+      )
+      if (!deleted) {
+        throw new HttpError(
+          400,
+          'unknown_connection',
+          'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
+        )
+      }
+      return { success: true }
+    },
+  )
+
+  const metadataRoute = (method: 'POST' | 'PATCH', mode: MetadataMode, status: 200 | 201) =>
+    app.route({
+      method,
+      url: '/connections/metadata',
+      config: { scope: 'environment:connections:update' },
+      schema: {
+        querystring: EmptyQuery,
+        body: MetadataBody,
+        response: { 200: MetadataBody, 201: MetadataBody, ...errors(400, 401, 403, 404) },
+      },
+      handler: async (request, reply) => {
+        const body = request.body
+        const ids = typeof body.connection_id === 'string' ? [body.connection_id] : body.connection_id
+        await changeMetadata(
+          db.kysely,
+          sealer,
+          request.principal.environmentId,
+          body.provider_config_key,
+          ids,
+          body.metadata,
+          mode,
+        )
+        // Nango answers with the request body as sent.
+        return reply.code(status).send(body)
+      },
+    })
+  metadataRoute('POST', 'replace', 201)
+  metadataRoute('PATCH', 'merge', 200)
+}
+
+/** Nango keeps a copy of imported OAuth credentials as `raw`. */
+function withRaw(credentials: Record<string, unknown>): Record<string, unknown> {
+  const type = credentials.type
+  return type === 'OAUTH2' || type === 'OAUTH1' || type === 'OAUTH2_CC'
+    ? { ...credentials, raw: { ...credentials } }
+    : credentials
+}

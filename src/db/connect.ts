@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto'
+
+import { PGlite } from '@electric-sql/pglite'
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import pg from 'pg'
+
+import type { DatabaseTarget } from '../config.ts'
+import type { Logger } from '../logger.ts'
+import type { Database } from './database.ts'
+
+export interface Db {
+  readonly kysely: Kysely<Database>
+  readonly kind: DatabaseTarget['kind']
+  /** Closes the pool (Postgres) or the embedded instance; safe to call twice. */
+  close(): Promise<void>
+}
+
+export interface OpenOptions {
+  readonly logger: Logger
+  readonly applicationName?: string
+  /** Postgres pool size; the embedded database has exactly one connection. */
+  readonly poolMax?: number
+}
+
+// Both drivers return int8 (counts, record ids) as JavaScript numbers: every int8 we store stays far
+// below 2^53, and one representation keeps stores identical on both databases.
+const pgTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === pg.types.builtins.INT8) return (value: string) => Number(value)
+    return pg.types.getTypeParser(oid, format)
+  },
+}
+
+export async function openDatabase(target: DatabaseTarget, options: OpenOptions): Promise<Db> {
+  return target.kind === 'postgres' ? openPostgres(target.url, options) : openEmbedded(target.dataDir)
+}
+
+function openPostgres(url: string, { logger, applicationName = 'syncstore', poolMax = 10 }: OpenOptions): Db {
+  const pool = new pg.Pool({
+    connectionString: url,
+    application_name: applicationName,
+    max: poolMax,
+    types: pgTypes,
+    // Fail fast instead of queueing forever when Postgres is unreachable or the pool is exhausted.
+    connectionTimeoutMillis: 10_000,
+    // Nango's records database uses 60 s; nothing we run legitimately takes longer.
+    statement_timeout: 60_000,
+    idle_in_transaction_session_timeout: 60_000,
+    // force_generic_plan: only the PREPARED statements below are cached, and their generic plans are
+    // the right ones; without it Postgres re-plans each of their first executions and may keep doing so.
+    options: '-c TimeZone=UTC -c DateStyle=ISO,MDY -c plan_cache_mode=force_generic_plan',
+  })
+  // Without a listener, an idle client's backend error (Postgres restart) crashes the process.
+  pool.on('error', (err) => logger.error({ err }, 'idle database connection failed'))
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) })
+  let closed: Promise<void> | undefined
+  return {
+    kysely,
+    kind: 'postgres',
+    close: () => (closed ??= kysely.destroy()),
+  }
+}
+
+/**
+ * Statements that start with PREPARED run as named prepared statements: parsed and planned once
+ * per connection instead of on every call. Planning GET /records' page query costs about as much
+ * as running it for a page of 100; hot, fixed-shape queries opt in with the marker.
+ */
+export const PREPARED = '/* prepared */'
+
+function preparingPool(pool: pg.Pool) {
+  const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()
+  const wrap = (client: pg.PoolClient): pg.PoolClient => {
+    let proxy = wrapped.get(client)
+    if (!proxy) {
+      proxy = new Proxy(client, {
+        get(target, prop, receiver) {
+          if (prop === 'query') {
+            return (text: unknown, values?: unknown[]) =>
+              typeof text === 'string' && text.startsWith(PREPARED)
+                ? target.query({ name: statementName(text), text, values: values ?? [] })
+                : target.query(text as string, values)
+          }
+          const value = Reflect.get(target, prop, receiver) as unknown
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+        },
+      })
+      wrapped.set(client, proxy)
+    }
+    return proxy
+  }
+  return {
+    connect: async () => wrap(await pool.connect()),
+    end: () => pool.end(),
+    Client: pg.Client,
+    options: pool.options,
+  }
+}
+
+const statementName = (text: string) => `s_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+
+async function openEmbedded(dataDir: string): Promise<Db> {
+  const pglite = await PGlite.create(dataDir)
+  await pglite.exec(`SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'`)
+  const kysely = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+  let closed: Promise<void> | undefined
+  return {
+    kysely,
+    kind: 'embedded',
+    close: () => (closed ??= kysely.destroy().then(() => (pglite.closed ? undefined : pglite.close()))),
+  }
+}

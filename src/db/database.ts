@@ -1,0 +1,197 @@
+import type { ColumnType, Generated, Kysely, Transaction } from 'kysely'
+
+/**
+ * Table types for Kysely. Timestamps are read as Date and written as Date or SQL expressions.
+ * "sealed" columns hold text produced by src/crypto.ts (plain JSON or an AES-256-GCM envelope).
+ */
+
+type CreatedAt = ColumnType<Date, Date | undefined, never>
+type UpdatedAt = ColumnType<Date, Date | undefined, Date>
+/** jsonb: read as parsed JSON, written as a JSON string. */
+type Jsonb<T> = ColumnType<T, string, string>
+
+export interface EnvironmentsTable {
+  id: Generated<number>
+  name: string
+  created_at: CreatedAt
+}
+
+export interface ApiKeysTable {
+  id: Generated<string>
+  environment_id: number
+  key_hash: string
+  key_prefix: string
+  scopes: string[]
+  created_at: CreatedAt
+  last_used_at: Date | null
+  revoked_at: Date | null
+}
+
+export interface EnvironmentVariablesTable {
+  environment_id: number
+  name: string
+  /** sealed JSON string */
+  value: string
+  created_at: CreatedAt
+  updated_at: UpdatedAt
+}
+
+export interface ConnectionsTable {
+  id: Generated<number>
+  environment_id: number
+  provider_config_key: string
+  connection_id: string
+  /** sealed JSON object */
+  metadata: string | null
+  /** sealed JSON object */
+  credentials: string | null
+  connection_config: Jsonb<Record<string, unknown>>
+  tags: Jsonb<Record<string, string>>
+  end_user: Jsonb<Record<string, unknown> | null>
+  created_at: CreatedAt
+  updated_at: UpdatedAt
+}
+
+export interface DatasetsTable {
+  connection_id: number
+  model: string
+  variant: string
+  record_count: Generated<number>
+  max_size_bytes: Generated<number>
+  last_write_at: Date | null
+  last_sync_at: Date | null
+  track_deletes_generation: number | null
+  retention_checked_at: Date | null
+  created_at: CreatedAt
+}
+
+/** Timestamps of records are read as text (`::text`) where microseconds matter. */
+export interface RecordsTable {
+  connection_id: number
+  model: string
+  variant: string
+  id: Generated<number>
+  external_id: string
+  payload: string | null
+  payload_hash: string
+  size_bytes: number
+  first_seen_at: Date | string
+  last_modified_at: Date | string
+  deleted_at: Date | string | null
+  pruned_at: Date | string | null
+}
+
+export interface RecordsSeenTable {
+  connection_id: number
+  model: string
+  variant: string
+  generation: number
+  batch: Generated<number>
+  external_ids: string[]
+}
+
+export interface SyncsTable {
+  id: Generated<string>
+  connection_id: number
+  name: string
+  variant: string
+  frequency: string | null
+  last_sync_date: Date | null
+  created_at: CreatedAt
+}
+
+export interface SchedulesTable {
+  sync_id: string
+  connection_id: number
+  state: 'STARTED' | 'PAUSED' | 'DELETED'
+  frequency_ms: number
+  starts_at: Date
+  next_due_at: Date
+  updated_at: UpdatedAt
+}
+
+export interface RunsTable {
+  id: Generated<number>
+  sync_id: string
+  connection_id: number
+  state: 'CREATED' | 'STARTED' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
+  reason: 'schedule' | 'trigger' | 'start'
+  reset: Generated<boolean>
+  empty_cache: Generated<boolean>
+  type: 'full' | 'incremental' | null
+  created_at: CreatedAt
+  due_at: Generated<Date>
+  started_at: Date | null
+  heartbeat_at: Date | null
+  ended_at: Date | null
+  owner: string | null
+  lease: string | null
+  result: Jsonb<Record<string, { added: number; updated: number; deleted: number }> | null>
+  error: string | null
+}
+
+export interface CheckpointsTable {
+  sync_id: string
+  /** sealed JSON object */
+  checkpoint: string
+  version: number
+  updated_at: UpdatedAt
+}
+
+export interface RunLogsTable {
+  run_id: number
+  seq: number
+  level: 'debug' | 'info' | 'warn' | 'error'
+  message: string
+  payload: Jsonb<unknown>
+  created_at: CreatedAt
+}
+
+export interface WebhookSettingsTable {
+  environment_id: number
+  url: string
+  /** sealed */
+  secret: string
+  updated_at: UpdatedAt
+}
+
+export interface WebhookDeliveriesTable {
+  id: Generated<number>
+  environment_id: number
+  run_id: number | null
+  url: string
+  body: string
+  state: Generated<'pending' | 'delivered' | 'failed'>
+  attempts: Generated<number>
+  next_attempt_at: Generated<Date>
+  last_status: number | null
+  last_error: string | null
+  created_at: CreatedAt
+  delivered_at: Date | null
+}
+
+export interface InstanceMarkersTable {
+  name: string
+  created_at: CreatedAt
+}
+
+export interface Database {
+  instance_markers: InstanceMarkersTable
+  environments: EnvironmentsTable
+  api_keys: ApiKeysTable
+  environment_variables: EnvironmentVariablesTable
+  connections: ConnectionsTable
+  datasets: DatasetsTable
+  records: RecordsTable
+  records_seen: RecordsSeenTable
+  syncs: SyncsTable
+  schedules: SchedulesTable
+  runs: RunsTable
+  checkpoints: CheckpointsTable
+  run_logs: RunLogsTable
+  webhook_settings: WebhookSettingsTable
+  webhook_deliveries: WebhookDeliveriesTable
+}
+
+/** What stores take first: the pool or a transaction the caller owns. */
+export type Queryable = Kysely<Database> | Transaction<Database>
