@@ -1,0 +1,172 @@
+import { type RawBuilder, sql, type Transaction } from 'kysely'
+
+import type { Database, Queryable } from '../db/database.ts'
+
+/**
+ * Runs first in a write's transaction; throws to refuse the write. A sync run passes one that
+ * checks it still holds its lease (src/runtime/guard.ts).
+ */
+export type WriteGuard = (trx: Transaction<Database>) => Promise<void>
+
+/** The variant every sync has; `variant=base` and no variant mean the same dataset. */
+export const BASE_VARIANT = 'base'
+
+/** A (connection, model, variant): the unit records are stored, locked and counted in. */
+export interface Dataset {
+  connectionId: number
+  model: string
+  variant: string
+}
+
+export interface DatasetLock {
+  /** The timestamp every record written under this lock gets, as Postgres text (microseconds). */
+  stamp: string
+  /** The open delete-tracking window, if any. */
+  trackDeletesGeneration: number | null
+}
+
+/**
+ * Locks the dataset row until the transaction ends (creating it on first use), so writers to one
+ * dataset take turns. The stamp is read after the lock is granted and is strictly later than every
+ * earlier write, so records written later always sort after records written earlier: a reader that
+ * pages with a cursor cannot be overtaken by a commit it has not seen yet.
+ */
+export async function lockDataset(
+  trx: Transaction<Database>,
+  ds: Dataset,
+  maxSize = 0,
+): Promise<DatasetLock> {
+  const { rows } = await sql<{ stamp: string; generation: number | null }>`
+    INSERT INTO datasets AS d (connection_id, model, variant, max_size_bytes)
+    VALUES (${ds.connectionId}, ${ds.model}, ${ds.variant}, ${maxSize})
+    ON CONFLICT (connection_id, model, variant) DO UPDATE
+      SET max_size_bytes = greatest(d.max_size_bytes, ${maxSize})
+    RETURNING greatest(clock_timestamp(), d.last_write_at + interval '1 microsecond')::text AS stamp,
+              d.track_deletes_generation AS generation`.execute(trx)
+  const row = rows[0]!
+  return { stamp: row.stamp, trackDeletesGeneration: row.generation }
+}
+
+/** Like lockDataset, but only for a dataset that exists (returns false for one never written). */
+export async function lockExistingDataset(trx: Transaction<Database>, ds: Dataset): Promise<boolean> {
+  const row = await trx
+    .selectFrom('datasets')
+    .select('connection_id')
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .forUpdate()
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/**
+ * Records that the batch was written: moves the dataset's clock, adjusts its live count and (for
+ * batchUpdate, which learns record sizes only after merging) raises its largest record size.
+ */
+export async function recordWrite(
+  trx: Queryable,
+  ds: Dataset,
+  stamp: string,
+  liveDelta: number,
+  maxSize = 0,
+): Promise<void> {
+  await trx
+    .updateTable('datasets')
+    .set({
+      last_write_at: sql`${stamp}::timestamptz`,
+      record_count: sql`record_count + ${liveDelta}`,
+      max_size_bytes: sql`greatest(max_size_bytes, ${maxSize})`,
+    })
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .execute()
+}
+
+export async function setTrackDeletesGeneration(
+  trx: Queryable,
+  ds: Dataset,
+  generation: number | null,
+): Promise<void> {
+  await trx
+    .updateTable('datasets')
+    .set({ track_deletes_generation: generation })
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .execute()
+}
+
+export async function recordCount(db: Queryable, ds: Dataset): Promise<number> {
+  const row = await db
+    .selectFrom('datasets')
+    .select('record_count')
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .executeTakeFirst()
+  return row?.record_count ?? 0
+}
+
+/** Locks up to `limit` datasets matching `where`, skipping any another transaction holds. */
+export async function lockDatasetRows(
+  trx: Queryable,
+  where: RawBuilder<unknown>,
+  orderBy: RawBuilder<unknown>,
+  limit: number,
+): Promise<Dataset[]> {
+  const { rows } = await sql<{ connection_id: number; model: string; variant: string }>`
+    SELECT connection_id, model, variant FROM datasets WHERE ${where}
+    ORDER BY ${orderBy} LIMIT ${limit} FOR UPDATE SKIP LOCKED`.execute(trx)
+  return rows.map((r) => ({ connectionId: r.connection_id, model: r.model, variant: r.variant }))
+}
+
+/** Notes that a sync run for these datasets completed (retention keeps datasets whose sync runs). */
+export async function markSynced(
+  db: Queryable,
+  connectionId: number,
+  models: readonly string[],
+  variant: string,
+): Promise<void> {
+  if (models.length === 0) return
+  await db
+    .updateTable('datasets')
+    .set({ last_sync_at: sql`now()` })
+    .where('connection_id', '=', connectionId)
+    .where('variant', '=', variant)
+    .where('model', 'in', [...models])
+    .execute()
+}
+
+/**
+ * What a reset does to a sync's datasets: closes their delete-tracking windows and, with
+ * `emptyCache`, removes their records altogether.
+ */
+export async function resetDatasets(
+  db: Queryable,
+  connectionId: number,
+  models: readonly string[],
+  variant: string,
+  emptyCache: boolean,
+): Promise<void> {
+  if (models.length === 0) return
+  const scope = (table: 'datasets' | 'records_seen') =>
+    db
+      .deleteFrom(table)
+      .where('connection_id', '=', connectionId)
+      .where('variant', '=', variant)
+      .where('model', 'in', [...models])
+  if (emptyCache) {
+    await scope('datasets').execute()
+    return
+  }
+  await scope('records_seen').execute()
+  await db
+    .updateTable('datasets')
+    .set({ track_deletes_generation: null })
+    .where('connection_id', '=', connectionId)
+    .where('variant', '=', variant)
+    .where('model', 'in', [...models])
+    .execute()
+}

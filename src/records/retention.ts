@@ -1,0 +1,115 @@
+import { type Kysely, sql } from 'kysely'
+
+import type { Database } from '../db/database.ts'
+import { lockDatasetRows, type Dataset } from './datasets.ts'
+import { pruneLocked } from './prune.ts'
+
+export interface RetentionSettings {
+  /** Prune payloads of records not modified for this many days; 0 turns it off. */
+  pruneAfterDays: number
+  /** Delete every record of a dataset whose sync has not run (nor been written) for this many days; 0 turns it off. */
+  deleteAfterDays: number
+}
+
+export interface RetentionLimits {
+  /** Datasets examined per transaction */
+  datasets: number
+  /** Records pruned or deleted per dataset per pass */
+  records: number
+}
+
+// 50 datasets × 1,000 records keeps each transaction to well under a second, so writers that
+// queue behind a locked dataset wait briefly; a busy dataset is simply skipped (SKIP LOCKED).
+export const DEFAULT_LIMITS: RetentionLimits = { datasets: 50, records: 1000 }
+
+const DAY_MS = 86_400_000
+
+/**
+ * One pass of retention, safe to run on every instance at once: each pass locks the datasets it
+ * works on with SKIP LOCKED. `now` is passed in so tests control the clock. A dataset with more
+ * work than one pass allows is left first in line for the next pass.
+ */
+export async function runRetention(
+  db: Kysely<Database>,
+  settings: RetentionSettings,
+  now: Date,
+  limits: RetentionLimits = DEFAULT_LIMITS,
+): Promise<{ pruned: number; deleted: number }> {
+  let pruned = 0
+  let deleted = 0
+  if (settings.pruneAfterDays > 0) {
+    const cutoff = new Date(now.getTime() - settings.pruneAfterDays * DAY_MS).toISOString()
+    pruned = await db.transaction().execute(async (trx) => {
+      const datasets = await lockDatasetRows(
+        trx,
+        sql`true`,
+        sql`retention_checked_at NULLS FIRST`,
+        limits.datasets,
+      )
+      let total = 0
+      for (const ds of datasets) {
+        const { count, hasMore } = await pruneLocked(
+          trx,
+          ds,
+          sql`r.last_modified_at < ${cutoff}::timestamptz`,
+          limits.records,
+        )
+        total += count
+        if (!hasMore) await markChecked(trx, ds, now)
+      }
+      return total
+    })
+  }
+  if (settings.deleteAfterDays > 0) {
+    const cutoff = new Date(now.getTime() - settings.deleteAfterDays * DAY_MS).toISOString()
+    deleted = await db.transaction().execute(async (trx) => {
+      const stale = sql`greatest(created_at, last_write_at, last_sync_at) < ${cutoff}::timestamptz`
+      const datasets = await lockDatasetRows(trx, stale, sql`created_at`, limits.datasets)
+      let total = 0
+      for (const ds of datasets) total += await deleteSome(trx, ds, limits.records)
+      return total
+    })
+  }
+  return { pruned, deleted }
+}
+
+async function markChecked(trx: Kysely<Database>, ds: Dataset, now: Date): Promise<void> {
+  await trx
+    .updateTable('datasets')
+    .set({ retention_checked_at: now })
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .execute()
+}
+
+/** Hard-deletes up to `limit` records of a dataset; removes the dataset once it is empty. */
+async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Promise<number> {
+  const { rows } = await sql<{ deleted: number; live: number }>`
+    WITH doomed AS (
+      SELECT last_modified_at, id FROM records
+      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+      ORDER BY last_modified_at, id LIMIT ${limit}
+    ), gone AS (
+      DELETE FROM records r USING doomed d
+      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+        AND r.last_modified_at = d.last_modified_at AND r.id = d.id
+      RETURNING r.deleted_at IS NULL AS live
+    )
+    SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live FROM gone`.execute(trx)
+  const { deleted, live } = rows[0]!
+  if (deleted < limit) {
+    await trx
+      .deleteFrom('datasets')
+      .where('connection_id', '=', ds.connectionId)
+      .where('model', '=', ds.model)
+      .where('variant', '=', ds.variant)
+      .execute()
+  } else {
+    await sql`UPDATE datasets SET record_count = record_count - ${live}
+              WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
+      trx,
+    )
+  }
+  return deleted
+}
