@@ -1,0 +1,246 @@
+import { randomBytes } from 'node:crypto'
+import os from 'node:os'
+
+import type { Kysely, Transaction } from 'kysely'
+
+import type { Database } from '../db/database.ts'
+import { withRetries } from '../db/errors.ts'
+import type { Logger } from '../logger.ts'
+import { type Loop, startLoop } from '../loop.ts'
+import {
+  type ClaimedRun,
+  claimRuns,
+  expireRuns,
+  finishRun,
+  hasWaitingRun,
+  heartbeat,
+  requestRun,
+  type RunOutcome,
+} from './runs.ts'
+import { materializeDueRuns } from './schedules.ts'
+import type { Wakeups } from './wakeups.ts'
+
+/** What a finished run reports; `commit` runs in the transaction that records success. */
+export interface ExecutionResult extends RunOutcome {
+  commit?: (trx: Transaction<Database>) => Promise<void>
+}
+
+/** Executes claimed runs. `signal` aborts one (its lease was lost, or the server is stopping). */
+export interface RunExecutor {
+  execute(run: ClaimedRun, signal: AbortSignal): Promise<ExecutionResult>
+}
+
+export interface DispatcherOptions {
+  db: Kysely<Database>
+  wakeups: Wakeups
+  executor: RunExecutor
+  logger: Logger
+  /** Runs executing at once on this instance */
+  concurrency: number
+  /** How often to look for due schedules when nothing wakes the worker */
+  pollMs: number
+  heartbeatIntervalMs: number
+  heartbeatTimeoutMs: number
+  maxRunMs: number
+}
+
+// Due schedules turned into runs per claim: enough for a burst, small enough for a short transaction.
+const MATERIALIZE_BATCH = 500
+
+/**
+ * The worker of one instance: claims due runs (SKIP LOCKED, so every instance can run one),
+ * executes them, renews their heartbeats and expires runs whose worker died anywhere.
+ */
+export class Dispatcher {
+  readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  private readonly active = new Map<
+    number,
+    { run: ClaimedRun; controller: AbortController; done: Promise<void> }
+  >()
+  private stopping = false
+  private wake: (() => void) | undefined
+  private pending = false
+  private loop: Promise<void> | undefined
+  private unsubscribe: (() => Promise<void>) | undefined
+  private loops: Loop[] = []
+
+  constructor(private readonly o: DispatcherOptions) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe = await this.o.wakeups.subscribe(() => this.poke())
+    this.loops.push(
+      startLoop({
+        name: 'heartbeat',
+        intervalMs: this.o.heartbeatIntervalMs,
+        logger: this.o.logger,
+        run: () => this.renewHeartbeats(),
+      }),
+      startLoop({
+        name: 'expiry',
+        // Often enough that a dead worker's run is expired soon after its timeout.
+        intervalMs: Math.max(250, Math.min(5000, this.o.heartbeatTimeoutMs / 4)),
+        logger: this.o.logger,
+        run: () => this.expire(),
+      }),
+    )
+    this.loop = this.claimLoop()
+  }
+
+  /** Wakes the claim loop now (a run was requested or one finished). */
+  poke(): void {
+    this.pending = true
+    this.wake?.()
+  }
+
+  private async claimLoop(): Promise<void> {
+    while (!this.stopping) {
+      this.pending = false
+      let claimedAll = false
+      const free = this.o.concurrency - this.active.size
+      if (free > 0) {
+        try {
+          const claimed = await withRetries(() =>
+            this.o.db.transaction().execute(async (trx) => {
+              await materializeDueRuns(trx, MATERIALIZE_BATCH)
+              return claimRuns(trx, this.owner, free)
+            }),
+          )
+          for (const run of claimed) this.launch(run)
+          claimedAll = claimed.length === free
+        } catch (err) {
+          this.o.logger.error({ err }, 'claiming runs failed')
+        }
+      }
+      // Capacity filled: more may be due, look again as soon as a run finishes (it pokes).
+      if (this.pending || (claimedAll && this.active.size < this.o.concurrency)) continue
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.o.pollMs)
+        this.wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      this.wake = undefined
+    }
+  }
+
+  private launch(run: ClaimedRun): void {
+    const controller = new AbortController()
+    const done = (async () => {
+      let result: ExecutionResult
+      try {
+        result = await this.o.executor.execute(run, controller.signal)
+      } catch (err) {
+        result = { state: 'FAILED', error: (err as Error).message }
+      }
+      if (controller.signal.aborted && this.stopping) return // released by stop()
+      await this.finish(run, result)
+    })()
+      .catch((err: unknown) =>
+        this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run'),
+      )
+      .finally(() => {
+        this.active.delete(run.id)
+        this.poke()
+      })
+    this.active.set(run.id, { run, controller, done })
+  }
+
+  private async finish(run: ClaimedRun, result: ExecutionResult): Promise<void> {
+    const record = (outcome: ExecutionResult) =>
+      withRetries(() =>
+        this.o.db.transaction().execute(async (trx) => {
+          const ok = await finishRun(trx, run, outcome)
+          if (ok && outcome.commit) await outcome.commit(trx)
+          return { accepted: ok, followUp: await hasWaitingRun(trx, run.syncId) }
+        }),
+      )
+    let recorded
+    try {
+      recorded = await record(result)
+    } catch (err) {
+      // The success could not be recorded (its commit step failed): say so, rather than leave the
+      // run STARTED until it expires and runs again.
+      this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run')
+      recorded = await record({
+        state: 'FAILED',
+        error: `Could not record the run's end: ${(err as Error).message}`,
+      })
+    }
+    const { accepted, followUp } = recorded
+    if (!accepted) {
+      this.o.logger.warn({ runId: run.id }, 'run ended after losing its lease; its result was discarded')
+    }
+    // A follow-up of this sync was waiting for this run to end: any instance may start it now.
+    if (followUp) await this.o.wakeups.notify()
+  }
+
+  private async renewHeartbeats(): Promise<void> {
+    const held = [...this.active.values()].map((a) => a.run)
+    if (held.length === 0) return
+    const alive = await heartbeat(this.o.db, held)
+    for (const run of held) {
+      if (!alive.has(run.id)) {
+        this.o.logger.warn({ runId: run.id }, 'run lost its lease (expired or cancelled); stopping it')
+        this.active.get(run.id)?.controller.abort(new Error('The run was cancelled or expired'))
+      }
+    }
+  }
+
+  private async expire(): Promise<void> {
+    const expired = await expireRuns(this.o.db, {
+      heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
+      maxRunMs: this.o.maxRunMs,
+    })
+    if (expired.length > 0) {
+      this.o.logger.warn({ runs: expired.map((r) => r.id) }, 'expired runs whose worker stopped reporting')
+      await this.o.wakeups.notify()
+    }
+  }
+
+  /**
+   * Stops claiming, lets running runs finish for up to `graceMs`, then aborts the rest and
+   * releases them: each is marked CANCELLED ("interrupted") and asked for again, so another instance
+   * (or this one after a restart) runs it.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true
+    // poke, not just wake: a claim in flight has no wake to call, and without `pending` the loop
+    // would then sleep a whole poll interval before it saw `stopping`.
+    this.poke()
+    await this.loop
+    await this.unsubscribe?.()
+    const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
+    await Promise.race([Promise.all([...this.active.values()].map((a) => a.done)), deadline])
+    for (const { run, controller } of this.active.values()) {
+      controller.abort(new Error('The server is shutting down'))
+      await this.release(run).catch((err: unknown) =>
+        this.o.logger.error({ err, runId: run.id }, 'could not release run'),
+      )
+    }
+    await Promise.all(this.loops.map((l) => l.stop()))
+  }
+
+  private async release(run: ClaimedRun): Promise<void> {
+    await this.o.db.transaction().execute(async (trx) => {
+      const released = await finishRun(trx, run, {
+        state: 'CANCELLED',
+        error: 'Interrupted: the server shut down; run again',
+      })
+      if (released) {
+        await requestRun(trx, {
+          syncId: run.syncId,
+          connectionId: run.connectionId,
+          reason: run.reason,
+          reset: run.reset,
+          emptyCache: run.emptyCache,
+        })
+      }
+    })
+  }
+
+  /** Runs executing on this instance now (for status and tests). */
+  get running(): number {
+    return this.active.size
+  }
+}

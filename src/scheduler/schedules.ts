@@ -1,0 +1,99 @@
+import { sql } from 'kysely'
+
+import type { Queryable } from '../db/database.ts'
+import { type ScheduleState, scheduleStatesLeadingTo } from './states.ts'
+
+/**
+ * The first grid point strictly after now: starts_at + k * frequency. Slots that passed while a run
+ * was going (or no instance was up) are skipped, never queued.
+ */
+const NEXT_SLOT = sql`s.starts_at + (floor(extract(epoch FROM (now() - s.starts_at)) * 1000 / s.frequency_ms) + 1)
+  * s.frequency_ms * interval '1 millisecond'`
+
+export async function createSchedule(
+  db: Queryable,
+  schedule: { syncId: string; connectionId: number; frequencyMs: number; state: 'STARTED' | 'PAUSED' },
+): Promise<void> {
+  // Due at once: a new sync runs right away (when started), then on its grid.
+  await db
+    .insertInto('schedules')
+    .values({
+      sync_id: schedule.syncId,
+      connection_id: schedule.connectionId,
+      state: schedule.state,
+      frequency_ms: schedule.frequencyMs,
+      starts_at: sql<Date>`now()`,
+      next_due_at: sql<Date>`now()`,
+    })
+    .onConflict((oc) => oc.column('sync_id').doNothing())
+    .execute()
+}
+
+/**
+ * Moves schedules to `state` where the transition table allows it (compare-and-set), optionally
+ * only from some states; returns the sync ids that changed. A resumed schedule is next due at its
+ * next grid point.
+ */
+export async function setScheduleState(
+  db: Queryable,
+  syncIds: readonly string[],
+  state: ScheduleState,
+  onlyFrom?: readonly ScheduleState[],
+): Promise<string[]> {
+  const from = scheduleStatesLeadingTo(state).filter((s) => !onlyFrom || onlyFrom.includes(s))
+  if (syncIds.length === 0 || from.length === 0) return []
+  const { rows } = await sql<{ sync_id: string }>`
+    UPDATE schedules s SET state = ${state}, updated_at = now(),
+      next_due_at = CASE WHEN ${state} = 'STARTED' THEN ${NEXT_SLOT} ELSE s.next_due_at END
+    WHERE s.sync_id = any(${[...syncIds]}::uuid[]) AND s.state = any(${from}::text[])
+    RETURNING s.sync_id`.execute(db)
+  return rows.map((r) => r.sync_id)
+}
+
+/** Changes the frequency; the next run is at the new grid's next point (Nango's setScheduleFrequency). */
+export async function setScheduleFrequency(
+  db: Queryable,
+  syncId: string,
+  frequencyMs: number,
+): Promise<void> {
+  await sql`
+    UPDATE schedules s SET frequency_ms = ${frequencyMs}, updated_at = now(),
+      next_due_at = s.starts_at + ceil(extract(epoch FROM (now() - s.starts_at)) * 1000 / ${frequencyMs})
+                                  * ${frequencyMs} * interval '1 millisecond'
+    WHERE s.sync_id = ${syncId} AND s.frequency_ms <> ${frequencyMs}`.execute(db)
+}
+
+/**
+ * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
+ * advancing each to its next slot. A schedule whose sync
+ * already has a run waiting or executing skips the slot. Safe on every instance at once: the due
+ * rows are taken with FOR UPDATE SKIP LOCKED. Returns how many runs were created.
+ */
+export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
+  const { rows } = await sql<{ id: number }>`
+    WITH due AS (
+      SELECT s.sync_id, s.connection_id, s.next_due_at FROM schedules s
+      WHERE s.state = 'STARTED' AND s.next_due_at <= now()
+      ORDER BY s.next_due_at
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED
+    ), advanced AS (
+      UPDATE schedules s SET next_due_at = ${NEXT_SLOT} FROM due WHERE s.sync_id = due.sync_id
+    )
+    INSERT INTO runs (sync_id, connection_id, state, reason, due_at)
+    SELECT due.sync_id, due.connection_id, 'CREATED', 'schedule', due.next_due_at FROM due
+    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.sync_id = due.sync_id AND r.state IN ('CREATED', 'STARTED'))
+    ON CONFLICT DO NOTHING
+    RETURNING id`.execute(db)
+  return rows.length
+}
+
+/** When the earliest started schedule is due (null when none is), so a worker can sleep until then. */
+export async function nextDueAt(db: Queryable): Promise<Date | null> {
+  const row = await db
+    .selectFrom('schedules')
+    .select((eb) => eb.fn.min('next_due_at').as('next'))
+    .where('state', '=', 'STARTED')
+    .executeTakeFirst()
+  return (row?.next as Date | null | undefined) ?? null
+}

@@ -1,0 +1,78 @@
+import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { type Kysely, sql } from 'kysely'
+import pg from 'pg'
+
+import type { Database } from '../db/database.ts'
+import type { Logger } from '../logger.ts'
+
+/**
+ * "Runs may be ready": lets a trigger start its run within milliseconds instead of a poll
+ * interval. On Postgres this is LISTEN/NOTIFY, so every instance hears it; on the embedded
+ * database (one process by construction) it is an in-process event. Notifications are hints:
+ * workers still poll, so a lost one only costs latency.
+ */
+export interface Wakeups {
+  /** Call after the transaction that made runs ready has committed. */
+  notify(): Promise<void>
+  /** Calls `fn` on each notification (and after a reconnect) until the returned stop is called. */
+  subscribe(fn: () => void): Promise<() => Promise<void>>
+}
+
+const CHANNEL = 'syncstore_runs'
+
+export function localWakeups(): Wakeups {
+  const events = new EventEmitter()
+  return {
+    notify: async () => void events.emit(CHANNEL),
+    subscribe: async (fn) => {
+      events.on(CHANNEL, fn)
+      return async () => void events.off(CHANNEL, fn)
+    },
+  }
+}
+
+export function postgresWakeups(db: Kysely<Database>, url: string, logger: Logger): Wakeups {
+  const local = localWakeups()
+  return {
+    async notify() {
+      await sql`SELECT pg_notify(${CHANNEL}, '')`.execute(db)
+    },
+    async subscribe(fn) {
+      let stopped = false
+      let client: pg.Client | undefined
+      const stopLocal = await local.subscribe(fn)
+      // One dedicated connection LISTENs; if it drops (Postgres restart), reconnect with backoff
+      // and wake the worker once, since notifications sent meanwhile were lost.
+      const connect = async () => {
+        for (let attempt = 0; !stopped; attempt++) {
+          const c = new pg.Client({ connectionString: url, application_name: 'syncstore-listen' })
+          try {
+            await c.connect()
+            c.on('notification', () => fn())
+            c.on('error', (err) => {
+              logger.warn({ err }, 'wake-up listener lost its connection; reconnecting')
+              void c.end().catch(() => undefined)
+              if (!stopped) void connect()
+            })
+            await c.query(`LISTEN ${CHANNEL}`)
+            client = c
+            if (attempt > 0) fn()
+            return
+          } catch (err) {
+            await c.end().catch(() => undefined)
+            logger.warn({ err, attempt }, 'could not listen for wake-ups; retrying')
+            await sleep(Math.min(30_000, 500 * 2 ** attempt))
+          }
+        }
+      }
+      await connect()
+      return async () => {
+        stopped = true
+        await stopLocal()
+        await client?.end().catch(() => undefined)
+      }
+    },
+  }
+}

@@ -1,0 +1,280 @@
+import { sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import type { Queryable } from '../../src/db/database.ts'
+import { claimRuns, expireRuns, finishRun, heartbeat, requestRun } from '../../src/scheduler/runs.ts'
+import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
+import {
+  RUN_TRANSITIONS,
+  runStatesLeadingTo,
+  SCHEDULE_TRANSITIONS,
+  scheduleStatesLeadingTo,
+} from '../../src/scheduler/states.ts'
+import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
+import { backdateSchedule, createSyncFixture, gridPosition, runRows, scheduleRow } from './fixtures.ts'
+
+/** The scheduler's tables and their compare-and-set transitions, straight on the stores (no HTTP). */
+
+let database: TestDatabase
+let db: TestDatabase['db']['kysely']
+beforeAll(async () => {
+  database = await createTestDatabase()
+  db = database.db.kysely
+})
+afterAll(() => database.destroy())
+
+const LIMITS = { heartbeatTimeoutMs: 60_000, maxRunMs: 3_600_000 }
+/** A sync with one claimed (STARTED) run; the schedule is paused so nothing else comes due. */
+async function startedRun() {
+  const sync = await createSyncFixture(db, { state: 'PAUSED' })
+  const id = await requestRun(db, { ...sync, reason: 'trigger' })
+  const claimed = await claimRuns(db, 'test-owner', 100)
+  const run = claimed.find((r) => r.id === id)
+  expect(run).toBeDefined()
+  return { sync, run: run! }
+}
+
+describe('transition tables', () => {
+  it('runs: CREATED -> STARTED -> a final state, CREATED -> CANCELLED | EXPIRED; final states are final', () => {
+    expect(RUN_TRANSITIONS).toEqual({
+      CREATED: ['STARTED', 'CANCELLED', 'EXPIRED'],
+      STARTED: ['SUCCEEDED', 'FAILED', 'CANCELLED', 'EXPIRED'],
+      SUCCEEDED: [],
+      FAILED: [],
+      CANCELLED: [],
+      EXPIRED: [],
+    })
+    expect(runStatesLeadingTo('STARTED')).toEqual(['CREATED'])
+    expect(runStatesLeadingTo('SUCCEEDED')).toEqual(['STARTED'])
+    expect(runStatesLeadingTo('CANCELLED')).toEqual(['CREATED', 'STARTED'])
+    expect(runStatesLeadingTo('CREATED')).toEqual([])
+  })
+
+  it('schedules: STARTED <-> PAUSED, either -> DELETED, and back when the definition reappears', () => {
+    expect(SCHEDULE_TRANSITIONS.STARTED).toEqual(['PAUSED', 'DELETED'])
+    expect(SCHEDULE_TRANSITIONS.PAUSED).toEqual(['STARTED', 'DELETED'])
+    expect(SCHEDULE_TRANSITIONS.DELETED).toEqual(['STARTED', 'PAUSED'])
+    expect(scheduleStatesLeadingTo('PAUSED')).toEqual(['STARTED', 'DELETED'])
+    expect(scheduleStatesLeadingTo('DELETED')).toEqual(['STARTED', 'PAUSED'])
+  })
+})
+
+describe('runs', () => {
+  it('requestRun twice makes one waiting run whose reset and emptyCache are OR-ed', async () => {
+    const sync = await createSyncFixture(db, { state: 'PAUSED' })
+    const first = await requestRun(db, { ...sync, reason: 'trigger', reset: true })
+    const second = await requestRun(db, { ...sync, reason: 'trigger', emptyCache: true })
+    const third = await requestRun(db, { ...sync, reason: 'start' })
+    expect([second, third]).toEqual([first, first])
+    const rows = await runRows(db, sync.syncId)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({ state: 'CREATED', reset: true, empty_cache: true })
+  })
+
+  it('claimRuns takes a waiting run once, and skips a sync whose run is executing', async () => {
+    const { sync, run } = await startedRun()
+    expect(run).toMatchObject({ syncId: sync.syncId, reason: 'trigger', reset: false })
+    expect(run.lease).toMatch(/^[0-9a-f-]{36}$/)
+    const [row] = await runRows(db, sync.syncId)
+    expect(row).toMatchObject({ state: 'STARTED', owner: 'test-owner', lease: run.lease })
+    // A follow-up waits while the first run executes: it is not claimed.
+    const followUp = await requestRun(db, { ...sync, reason: 'trigger' })
+    expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).not.toContain(followUp)
+    expect(await finishRun(db, run, { state: 'SUCCEEDED' })).toBe(true)
+    expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).toContain(followUp)
+  })
+
+  it('finishRun with a wrong lease, or twice, returns false and changes nothing', async () => {
+    const { sync, run } = await startedRun()
+    const wrong = { id: run.id, lease: '00000000-0000-4000-8000-000000000000' }
+    expect(await finishRun(db, wrong, { state: 'FAILED', error: 'late' })).toBe(false)
+    expect((await runRows(db, sync.syncId))[0]).toMatchObject({
+      state: 'STARTED',
+      error: null,
+      ended_at: null,
+    })
+
+    const result = { Contact: { added: 2, updated: 0, deleted: 0 } }
+    expect(await finishRun(db, run, { state: 'SUCCEEDED', result })).toBe(true)
+    expect(await finishRun(db, run, { state: 'FAILED', error: 'again' })).toBe(false)
+    expect((await runRows(db, sync.syncId))[0]).toMatchObject({ state: 'SUCCEEDED', result, error: null })
+  })
+
+  it('heartbeat renews only runs still held by that lease', async () => {
+    const a = await startedRun()
+    const b = await startedRun()
+    const c = await startedRun()
+    await finishRun(db, c.run, { state: 'SUCCEEDED' })
+    await sql`UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = ${a.run.id}`.execute(db)
+    const held = await heartbeat(db, [
+      { id: a.run.id, lease: a.run.lease },
+      { id: b.run.id, lease: a.run.lease }, // someone else's lease
+      { id: c.run.id, lease: c.run.lease }, // finished
+      { id: 987654321, lease: a.run.lease }, // no such run
+    ])
+    expect([...held]).toEqual([a.run.id])
+    const [row] = await runRows(db, a.sync.syncId)
+    expect(Date.now() - row!.heartbeat_at!.getTime()).toBeLessThan(60_000)
+  })
+
+  it('expireRuns expires runs without a recent heartbeat or past the time limit, and leaves fresh ones', async () => {
+    const stale = await startedRun()
+    const long = await startedRun()
+    const fresh = await startedRun()
+    await sql`UPDATE runs SET heartbeat_at = now() - interval '10 minutes' WHERE id = ${stale.run.id}`.execute(
+      db,
+    )
+    await sql`UPDATE runs SET started_at = now() - interval '2 hours' WHERE id = ${long.run.id}`.execute(db)
+    const expired = await expireRuns(db, LIMITS)
+    expect(expired.map((r) => r.id).sort()).toEqual([stale.run.id, long.run.id].sort())
+    const [staleRow] = await runRows(db, stale.sync.syncId)
+    expect(staleRow).toMatchObject({ state: 'EXPIRED', error: expect.stringContaining('no heartbeat') })
+    expect((await runRows(db, long.sync.syncId))[0]!.error).toContain('ran longer than')
+    expect((await runRows(db, fresh.sync.syncId))[0]!.state).toBe('STARTED')
+
+    // The expired run's worker comes back: its report and heartbeat are refused.
+    expect(
+      await finishRun(db, stale.run, {
+        state: 'SUCCEEDED',
+        result: { X: { added: 1, updated: 0, deleted: 0 } },
+      }),
+    ).toBe(false)
+    expect([...(await heartbeat(db, [stale.run]))]).toEqual([])
+    expect((await runRows(db, stale.sync.syncId))[0]).toMatchObject({ state: 'EXPIRED', result: null })
+    expect(await expireRuns(db, LIMITS)).toEqual([])
+  })
+
+  it('the database allows one executing and one waiting run per sync', async () => {
+    const { sync } = await startedRun()
+    await requestRun(db, { ...sync, reason: 'trigger' })
+    const insert = (state: 'STARTED' | 'CREATED') =>
+      sql`INSERT INTO runs (sync_id, connection_id, state, reason) VALUES (${sync.syncId}, ${sync.connectionId}, ${state}, 'trigger')`.execute(
+        db,
+      )
+    await expect(insert('STARTED')).rejects.toMatchObject({ code: '23505' })
+    await expect(insert('CREATED')).rejects.toMatchObject({ code: '23505' })
+    expect((await runRows(db, sync.syncId)).map((r) => r.state)).toEqual(['STARTED', 'CREATED'])
+  })
+
+  it.runIf(testDatabaseKind === 'postgres')(
+    'claimRuns in concurrent transactions never claims the same run',
+    async () => {
+      const syncs: Awaited<ReturnType<typeof createSyncFixture>>[] = []
+      for (let i = 0; i < 12; i++) syncs.push(await createSyncFixture(db, { state: 'PAUSED' }))
+      const mine = new Set(syncs.map((s) => s.syncId))
+      // Only these syncs' runs count (and no other test's waiting run may take a place in A's limit).
+      await sql`UPDATE runs SET state = 'CANCELLED' WHERE state = 'CREATED'`.execute(db)
+      const claim = (trx: Queryable, limit: number) =>
+        claimRuns(trx, 'c', limit).then((runs) => runs.filter((r) => mine.has(r.syncId)).map((r) => r.id))
+      for (const sync of syncs) await requestRun(db, { ...sync, reason: 'trigger' })
+
+      // Transaction A holds its claim open while B claims on another connection: B skips A's rows.
+      let a: number[] = []
+      let b: number[] = []
+      await db.transaction().execute(async (trxA) => {
+        a = await claim(trxA, 5)
+        b = await db.transaction().execute((trxB) => claim(trxB, 100))
+      })
+      expect(a).toHaveLength(5)
+      expect(b).toHaveLength(7)
+      expect(a.filter((id) => b.includes(id))).toEqual([])
+
+      // And a burst of claimers at once, each in its own transaction.
+      for (const sync of syncs) {
+        await sql`UPDATE runs SET state = 'SUCCEEDED' WHERE sync_id = ${sync.syncId} AND state = 'STARTED'`.execute(
+          db,
+        )
+        await requestRun(db, { ...sync, reason: 'trigger' })
+      }
+      const claims = await Promise.all(
+        Array.from({ length: 6 }, () => db.transaction().execute((trx) => claim(trx, 4))),
+      )
+      const all = claims.flat()
+      expect(new Set(all).size).toBe(all.length)
+      expect(all.length).toBeLessThanOrEqual(12)
+    },
+  )
+})
+
+describe('schedules', () => {
+  it('materializeDueRuns turns a due schedule into one run and moves it to the next grid point', async () => {
+    const sync = await createSyncFixture(db)
+    expect(await materializeDueRuns(db, 1000)).toBeGreaterThanOrEqual(1)
+    expect(await runRows(db, sync.syncId)).toMatchObject([{ state: 'CREATED', reason: 'schedule' }])
+    expect(await gridPosition(db, sync.syncId)).toMatchObject({ k: 1, onGrid: true, afterNow: true })
+    expect(await materializeDueRuns(db, 1000)).toBe(0)
+    expect(await runRows(db, sync.syncId)).toHaveLength(1)
+  })
+
+  it('missed slots are skipped: one run, and the next due time is the first grid point after now', async () => {
+    const sync = await createSyncFixture(db)
+    // Created 10.5 periods ago and due since: ten slots were missed.
+    await backdateSchedule(db, sync.syncId, 10 * 60_000 + 30_000)
+    await materializeDueRuns(db, 1000)
+    expect(await runRows(db, sync.syncId)).toHaveLength(1)
+    const position = await gridPosition(db, sync.syncId)
+    expect(position).toMatchObject({ onGrid: true, afterNow: true, withinPeriod: true })
+    expect(position.k).toBeGreaterThanOrEqual(11)
+  })
+
+  it('a due schedule whose sync has a run waiting or executing skips the slot', async () => {
+    const executing = await startedRun()
+    const waiting = await createSyncFixture(db, { state: 'PAUSED' })
+    await requestRun(db, { ...waiting, reason: 'trigger', reset: true })
+    for (const { syncId } of [executing.sync, waiting]) {
+      await setScheduleState(db, [syncId], 'STARTED')
+      await backdateSchedule(db, syncId, 90_000)
+    }
+    await materializeDueRuns(db, 1000)
+    expect((await runRows(db, executing.sync.syncId)).map((r) => r.state)).toEqual(['STARTED'])
+    expect(await runRows(db, waiting.syncId)).toMatchObject([
+      { state: 'CREATED', reason: 'trigger', reset: true },
+    ])
+    for (const { syncId } of [executing.sync, waiting]) {
+      expect(await gridPosition(db, syncId)).toMatchObject({ onGrid: true, afterNow: true })
+    }
+  })
+
+  it('paused and deleted schedules create no runs', async () => {
+    const paused = await createSyncFixture(db, { state: 'PAUSED' })
+    const deleted = await createSyncFixture(db)
+    await setScheduleState(db, [deleted.syncId], 'DELETED')
+    for (const { syncId } of [paused, deleted]) await backdateSchedule(db, syncId, 5 * 60_000)
+    await materializeDueRuns(db, 1000)
+    expect(await runRows(db, paused.syncId)).toEqual([])
+    expect(await runRows(db, deleted.syncId)).toEqual([])
+  })
+
+  it('setScheduleState follows the transition table', async () => {
+    const sync = await createSyncFixture(db)
+    const ids = [sync.syncId]
+    expect(await setScheduleState(db, ids, 'PAUSED')).toEqual(ids)
+    expect(await setScheduleState(db, ids, 'PAUSED')).toEqual([]) // already paused: no transition
+    // Only from the states asked for: "start" resumes paused schedules and nothing else.
+    await backdateSchedule(db, sync.syncId, 150_000)
+    expect(await setScheduleState(db, ids, 'STARTED', ['PAUSED'])).toEqual(ids)
+    // Resumed on its grid, strictly after now (the missed slots are not run).
+    expect(await gridPosition(db, sync.syncId)).toMatchObject({ k: 3, onGrid: true, afterNow: true })
+    expect(await setScheduleState(db, ids, 'DELETED')).toEqual(ids)
+    expect(await setScheduleState(db, ids, 'DELETED')).toEqual([]) // already deleted
+    // The API's start only resumes paused schedules; a deleted one is left alone.
+    expect(await setScheduleState(db, ids, 'STARTED', ['PAUSED'])).toEqual([])
+    expect((await scheduleRow(db, sync.syncId)).state).toBe('DELETED')
+    // A definition that reappears may bring it back paused (autoStart: false).
+    expect(await setScheduleState(db, ids, 'PAUSED')).toEqual(ids)
+    expect(await setScheduleState(db, [], 'PAUSED')).toEqual([])
+  })
+
+  it('setScheduleFrequency puts the next due time on the new grid', async () => {
+    const sync = await createSyncFixture(db)
+    await backdateSchedule(db, sync.syncId, 10 * 60_000 + 30_000)
+    await setScheduleFrequency(db, sync.syncId, 4 * 60_000)
+    const row = await scheduleRow(db, sync.syncId)
+    expect(Number(row.frequency_ms)).toBe(4 * 60_000)
+    // 10.5 minutes into the grid: the next 4-minute point is at 12 minutes.
+    expect(await gridPosition(db, sync.syncId)).toMatchObject({ k: 3, onGrid: true, afterNow: true })
+    // The same frequency again changes nothing.
+    await setScheduleFrequency(db, sync.syncId, 4 * 60_000)
+    expect((await scheduleRow(db, sync.syncId)).next_due_at).toEqual(row.next_due_at)
+  })
+})
