@@ -1,0 +1,165 @@
+import { Worker } from 'node:worker_threads'
+
+import type { Logger } from '../logger.ts'
+import type { NangoMethod, RunInfo, ToMain, ToWorker } from './protocol.ts'
+
+/** Why a sync function did not complete; `message` is what the run's log and status show. */
+export class RunFailure extends Error {
+  override name = 'RunFailure'
+}
+
+export interface PoolOptions {
+  /** Heap limit of each worker; a function that allocates past it fails its run, not the server. */
+  memoryMb: number
+  /** Wall-clock limit of one run */
+  timeoutMs: number
+  /** Idle workers kept warm, so a run does not pay for starting one */
+  idle: number
+  logger: Logger
+}
+
+interface PooledWorker {
+  worker: Worker
+  ready: Promise<void>
+}
+
+const ENTRY = new URL('./worker-entry.js', import.meta.url)
+const TASK = new URL('./sync.worker.ts', import.meta.url).href
+
+/**
+ * Worker threads for sync functions. A worker that finished a run cleanly is reused; one whose
+ * function overran its time, exhausted its memory or crashed is terminated and replaced, so
+ * nothing a function does can take the server down or leak into the next run's limits.
+ */
+export class WorkerPool {
+  private readonly idle: PooledWorker[] = []
+  private closed = false
+
+  constructor(private readonly o: PoolOptions) {}
+
+  /** Starts the warm workers (optional: workers are also started on demand). */
+  warm(): void {
+    while (this.idle.length < this.o.idle) this.idle.push(this.spawn())
+  }
+
+  private spawn(): PooledWorker {
+    const worker = new Worker(ENTRY, {
+      workerData: { task: TASK },
+      resourceLimits: { maxOldGenerationSizeMb: this.o.memoryMb },
+      stdout: false,
+      stderr: false,
+    })
+    // Until a run is attached, a dying worker is simply forgotten.
+    worker.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
+    worker.once('exit', () => {
+      const index = this.idle.findIndex((p) => p.worker === worker)
+      if (index >= 0) this.idle.splice(index, 1)
+    })
+    const ready = new Promise<void>((resolve, reject) => {
+      const onMessage = (m: ToMain) => {
+        if (m.type !== 'ready') return
+        worker.off('message', onMessage)
+        resolve()
+      }
+      worker.on('message', onMessage)
+      worker.once('exit', (code) =>
+        reject(new RunFailure(`The sync worker exited while starting (code ${code})`)),
+      )
+    })
+    ready.catch(() => undefined)
+    return { worker, ready }
+  }
+
+  /**
+   * Runs the function in `file` and resolves when it completes. Calls it makes on `nango` go to
+   * `handle`. Rejects with RunFailure when it throws, overruns, runs out of memory, or `signal` aborts.
+   */
+  async run(
+    file: string,
+    run: RunInfo,
+    handle: (method: NangoMethod, args: unknown[]) => Promise<unknown>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (this.closed) throw new RunFailure('The server is shutting down')
+    const pooled = this.idle.pop() ?? this.spawn()
+    await pooled.ready
+    const { worker } = pooled
+    worker.removeAllListeners('error')
+    let reusable = false
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const fail = (message: string) => reject(new RunFailure(message))
+        const timer = setTimeout(
+          () =>
+            fail(
+              `The sync function ran longer than its time limit of ${this.o.timeoutMs} ms and was stopped`,
+            ),
+          this.o.timeoutMs,
+        )
+        const onAbort = () =>
+          fail(
+            `The run was stopped: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
+          )
+        signal.addEventListener('abort', onAbort, { once: true })
+        const cleanup = () => {
+          clearTimeout(timer)
+          signal.removeEventListener('abort', onAbort)
+          worker.off('message', onMessage)
+          worker.off('error', onError)
+          worker.off('exit', onExit)
+        }
+        const onMessage = (m: ToMain) => {
+          if (m.type === 'call') {
+            handle(m.method, m.args).then(
+              (result) => worker.postMessage({ type: 'reply', id: m.id, result } satisfies ToWorker),
+              (err: Error) =>
+                worker.postMessage({
+                  type: 'reply',
+                  id: m.id,
+                  error: { name: err.name, message: err.message },
+                } satisfies ToWorker),
+            )
+          } else if (m.type === 'done' && m.runId === run.runId) {
+            cleanup()
+            reusable = true
+            resolve()
+          } else if (m.type === 'failed' && m.runId === run.runId) {
+            cleanup()
+            reject(new RunFailure(m.error.message, { cause: m.error.stack }))
+          }
+        }
+        const onError = (err: Error & { code?: string }) => {
+          cleanup()
+          if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+            fail(`The sync function ran out of memory (limit ${this.o.memoryMb} MB) and was stopped`)
+          } else {
+            fail(`The sync function crashed: ${err.message}`)
+          }
+        }
+        const onExit = (code: number) => {
+          cleanup()
+          fail(`The sync worker exited unexpectedly (code ${code})`)
+        }
+        worker.on('message', onMessage)
+        worker.on('error', onError)
+        worker.on('exit', onExit)
+        if (signal.aborted) return onAbort()
+        worker.postMessage({ type: 'run', run, file } satisfies ToWorker)
+      })
+    } finally {
+      if (reusable && !this.closed) {
+        worker.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
+        this.idle.push(pooled)
+      } else {
+        // Whatever the dying worker still reports must not be an unhandled 'error' event.
+        worker.on('error', () => undefined)
+        void worker.terminate()
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    await Promise.all(this.idle.splice(0).map((p) => p.worker.terminate()))
+  }
+}
