@@ -1,0 +1,35 @@
+# syncstore: the server and its CLI. TypeScript runs through tsx (a runtime dependency), so there is
+# no build step: the image holds the sources and the production dependencies.
+#   docker build -t syncstore .
+#   docker run -p 3003:3003 -e DATABASE_URL=postgres://... syncstore
+# Without DATABASE_URL it uses the embedded database in /app/.syncstore/data (mount a volume there).
+# Sync definitions are read from /app/integrations (SYNCSTORE_INTEGRATIONS_DIR): mount yours there.
+FROM node:20-bookworm-slim
+
+ENV NODE_ENV=production
+WORKDIR /app
+
+# Dependencies first, so editing the sources does not reinstall them.
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+COPY tsconfig.json openapi.yaml ./
+COPY bin ./bin
+COPY src ./src
+COPY migrations ./migrations
+# The bundled example integration (used with the embedded database when no integrations folder is set).
+COPY examples ./examples
+
+# The only place the server writes (embedded database and its lock); tsx caches in /tmp.
+RUN mkdir -p /app/.syncstore && chown node:node /app/.syncstore
+
+ENV HOST=0.0.0.0 PORT=3003
+USER node
+EXPOSE 3003
+
+# GET /health answers 200 while the process serves HTTP (GET /ready also checks the database).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3003) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+# exec form: node is PID 1 and receives SIGTERM itself, for the graceful shutdown.
+CMD ["node", "bin/syncstore.js", "serve"]
