@@ -55,7 +55,8 @@ export async function startServer(deps: {
     idle: Math.min(2, config.runs.concurrency),
     logger,
   })
-  pool.warm()
+  // Each warm worker is a V8 isolate of its own (tens of MB): keep them only when there is something to run.
+  if (definitions.integrations.size > 0) pool.warm()
   const executor = new SyncExecutor({
     db: db.kysely,
     sealer,
