@@ -42,9 +42,13 @@ export interface ServerProcess {
   stop(): Promise<void>
 }
 
-/** Starts the real `syncstore serve` on loopback against `databaseUrl`. */
+/**
+ * Starts the real `syncstore serve` on loopback. BENCH_SERVER_NODE_ARGS adds Node options to the
+ * server process only, e.g. `--cpu-prof --cpu-prof-dir=prof` to see where a benchmark spends its time.
+ */
 export async function startServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child: ChildProcess = spawn(process.execPath, ['bin/syncstore.js', 'serve'], {
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, 'bin/syncstore.js', 'serve'], {
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -62,7 +66,8 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
         // From here on the log is drained unread, so the pipe never fills and stalls the server.
         child.stdout!.off('data', onData)
         child.stderr!.off('data', onData)
-        child.stdout!.resume()
+        if (process.env.BENCH_SERVER_OUTPUT) child.stdout!.pipe(process.stderr)
+        else child.stdout!.resume()
         child.stderr!.resume()
         resolve(match[1])
       }

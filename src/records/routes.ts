@@ -94,8 +94,9 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         },
       )
       if (!page) throw unknownConnection()
-      // Already-serialised JSON text: Fastify sends a string as it is, bypassing the 200 serializer.
-      return reply.type('application/json; charset=utf-8').send(renderPage(page) as never)
+      // Already-serialised JSON, bypassing the 200 serializer. As a Buffer, not a string: Node would
+      // otherwise measure the text, then copy it once more to put the headers in front of it.
+      return reply.type('application/json; charset=utf-8').send(Buffer.from(renderPage(page)) as never)
     },
   )
 
