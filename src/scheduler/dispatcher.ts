@@ -53,9 +53,10 @@ const MATERIALIZE_BATCH = 500
  */
 export class Dispatcher {
   readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  /** Claimed runs of this instance; `ended` once exec has returned and the outcome is being recorded. */
   private readonly active = new Map<
     number,
-    { run: ClaimedRun; controller: AbortController; done: Promise<void> }
+    { run: ClaimedRun; controller: AbortController; done: Promise<void>; ended: boolean }
   >()
   private stopping = false
   private wake: (() => void) | undefined
@@ -126,13 +127,15 @@ export class Dispatcher {
 
   private launch(run: ClaimedRun): void {
     const controller = new AbortController()
-    const done = (async () => {
+    const entry = { run, controller, done: Promise.resolve(), ended: false }
+    entry.done = (async () => {
       let result: ExecutionResult
       try {
         result = await this.o.executor.execute(run, controller.signal)
       } catch (err) {
         result = { state: 'FAILED', error: (err as Error).message }
       }
+      entry.ended = true
       if (controller.signal.aborted && this.stopping) return // released by stop()
       await this.finish(run, result)
     })()
@@ -143,7 +146,7 @@ export class Dispatcher {
         this.active.delete(run.id)
         this.poke()
       })
-    this.active.set(run.id, { run, controller, done })
+    this.active.set(run.id, entry)
   }
 
   private async finish(run: ClaimedRun, result: ExecutionResult): Promise<void> {
@@ -176,13 +179,17 @@ export class Dispatcher {
   }
 
   private async renewHeartbeats(): Promise<void> {
-    const held = [...this.active.values()].map((a) => a.run)
+    const held = [...this.active.values()].filter((a) => !a.ended)
     if (held.length === 0) return
-    const alive = await heartbeat(this.o.db, held)
-    for (const run of held) {
-      if (!alive.has(run.id)) {
-        this.o.logger.warn({ runId: run.id }, 'run lost its lease (expired or cancelled); stopping it')
-        this.active.get(run.id)?.controller.abort(new Error('The run was cancelled or expired'))
+    const alive = await heartbeat(
+      this.o.db,
+      held.map((a) => a.run),
+    )
+    for (const entry of held) {
+      // A run that ended meanwhile is not alive because its end was recorded, not because it was lost.
+      if (!alive.has(entry.run.id) && !entry.ended) {
+        this.o.logger.warn({ runId: entry.run.id }, 'run lost its lease (expired or cancelled); stopping it')
+        entry.controller.abort(new Error('The run was cancelled or expired'))
       }
     }
   }

@@ -1,4 +1,5 @@
 import { sql } from 'kysely'
+import { pino } from 'pino'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 
 import { createLogger } from '../../src/logger.ts'
@@ -181,6 +182,29 @@ it('a run that loses its lease is aborted at the next heartbeat, and its late su
   await waitFor('execution over', () => dispatcher!.running === 0)
   expect(committed).toBe(false)
   expect(await runRows(db, sync.syncId)).toMatchObject([{ state: 'CANCELLED', result: null }])
+})
+
+it('a run that ends while a heartbeat is in flight is not taken for a lost lease', async () => {
+  const syncs: Awaited<ReturnType<typeof createSyncFixture>>[] = []
+  for (let i = 0; i < 40; i++) syncs.push(await createSyncFixture(db))
+  const warnings: string[] = []
+  const watched = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) })
+  const aborted: number[] = []
+  // Heartbeats back to back and runs of a few ms: ends and heartbeats overlap all the time.
+  await startDispatcher(
+    async (run, signal) => {
+      await tick(Math.random() * 10)
+      if (signal.aborted) aborted.push(run.id)
+      return { state: 'SUCCEEDED' }
+    },
+    { concurrency: 8, heartbeatIntervalMs: 1, logger: watched },
+  )
+  await waitFor('every run succeeded', async () => {
+    for (const s of syncs) if ((await stateOf(s.syncId)).join() !== 'SUCCEEDED') return false
+    return true
+  })
+  expect(warnings.filter((w) => w.includes('lost its lease'))).toEqual([])
+  expect(aborted).toEqual([])
 })
 
 it('commit() runs in the transaction that records an accepted success', async () => {
