@@ -44,9 +44,6 @@ export interface DispatcherOptions {
   maxRunMs: number
 }
 
-// Due schedules turned into runs per claim: enough for a burst, small enough for a short transaction.
-const MATERIALIZE_BATCH = 500
-
 /**
  * The worker of one instance: claims due runs (SKIP LOCKED, so every instance can run one),
  * executes them, renews their heartbeats and expires runs whose worker died anywhere.
@@ -102,7 +99,9 @@ export class Dispatcher {
         try {
           const claimed = await withRetries(() =>
             this.o.db.transaction().execute(async (trx) => {
-              await materializeDueRuns(trx, MATERIALIZE_BATCH)
+              // Only as many due schedules become runs as this instance can start now: turning a
+              // backlog of thousands into runs on every claim made each claim as slow as the backlog.
+              await materializeDueRuns(trx, free)
               return claimRuns(trx, this.owner, free)
             }),
           )
