@@ -147,6 +147,7 @@ async function graphileWorker(url: string, jobs: number): Promise<number> {
   // hold a connection then, and the termination crashes the process from an unwatched 'error'.
   const pool = new pg.Pool({ connectionString: url, max: CONCURRENCY + 4 })
   pool.on('error', () => undefined)
+  pool.on('connect', (client) => client.on('error', () => undefined))
   const utils = await makeWorkerUtils({
     pgPool: pool,
     logger: new GraphileLogger(() => () => undefined),
