@@ -41,8 +41,14 @@ export function externalIdOf(value: unknown): string | undefined {
   return id.length >= 1 && id.length <= MAX_ID_LENGTH ? id : undefined
 }
 
-/** Validates one incoming record and prepares what is stored; throws RecordError. */
-export function prepareRecord(value: unknown, index: number, sealer: Sealer): PreparedRecord {
+/**
+ * Checks what every incoming record (full or partial) must be: a JSON object with a usable `id`
+ * and nothing JSON cannot hold. Returns the id and the other fields, without `_nango_metadata`.
+ */
+export function recordFields(
+  value: unknown,
+  index: number,
+): { externalId: string; fields: Record<string, unknown> } {
   if (!isPlainObject(value)) throw new RecordError(index, undefined, 'must be a JSON object')
   const externalId = externalIdOf(value.id)
   if (externalId === undefined) {
@@ -50,7 +56,13 @@ export function prepareRecord(value: unknown, index: number, sealer: Sealer): Pr
   }
   const problem = jsonProblem(value)
   if (problem) throw new RecordError(index, externalId, problem)
-  const { id: _id, _nango_metadata: _metadata, ...rest } = value
+  const { id: _id, _nango_metadata: _metadata, ...fields } = value
+  return { externalId, fields }
+}
+
+/** Validates one incoming record and prepares what is stored; throws RecordError. */
+export function prepareRecord(value: unknown, index: number, sealer: Sealer): PreparedRecord {
+  const { externalId, fields: rest } = recordFields(value, index)
   let json: string
   try {
     // Spliced rather than `{ id, ...rest }`: JavaScript puts integer-like keys ("2024") first in

@@ -3,29 +3,11 @@ import { type Kysely, sql } from 'kysely'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
-import { isPlainObject, jsonProblem } from '../json.ts'
 import { type Dataset, lockDataset, recordWrite, type WriteGuard } from './datasets.ts'
 import { deepMerge } from './merge.ts'
-import { externalIdOf, type PreparedRecord, prepareRecord, RecordError } from './payload.ts'
+import { type PreparedRecord, prepareRecord, recordFields } from './payload.ts'
 import { markSeen } from './seen.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
-
-interface PartialRecord {
-  externalId: string
-  fields: Record<string, unknown>
-}
-
-function preparePartial(value: unknown, index: number): PartialRecord {
-  if (!isPlainObject(value)) throw new RecordError(index, undefined, 'must be a JSON object')
-  const externalId = externalIdOf(value.id)
-  if (externalId === undefined) {
-    throw new RecordError(index, undefined, 'needs an "id": a string of 1 to 255 characters, or a number')
-  }
-  const problem = jsonProblem(value)
-  if (problem) throw new RecordError(index, externalId, problem)
-  const { id: _id, _nango_metadata: _metadata, ...fields } = value
-  return { externalId, fields }
-}
 
 /**
  * batchUpdate: deep-merges partial records into existing live records (arrays are replaced).
@@ -40,7 +22,7 @@ export async function batchUpdate(
   partials: readonly unknown[],
   guard?: WriteGuard,
 ): Promise<WriteResult> {
-  const { unique, duplicates } = firstOfEach(partials.map((p, index) => preparePartial(p, index)))
+  const { unique, duplicates } = firstOfEach(partials.map((p, index) => recordFields(p, index)))
   const result = { ...emptyResult(), duplicates }
   if (unique.length === 0) return result
 
