@@ -29,6 +29,20 @@ export const USAGE = [
   'Configuration comes from the environment (PORT, DATABASE_URL, SYNCSTORE_DATA_DIR, ...); see README.md.',
 ].join('\n')
 
+type Handler = (args: string[], ctx: CliContext) => Promise<void>
+
+/** The commands that take their arguments and context and nothing else (serve also needs runCommand). */
+const COMMANDS = new Map<string, Handler>([
+  ['migrate', migrateCommand],
+  ['keys', keysCommand],
+  ['env-vars', envVarsCommand],
+  ['connections', connectionsCommand],
+  ['records', recordsCommand],
+  ['runs', runsCommand],
+  ['webhooks', webhooksCommand],
+  ['environments', environmentsCommand],
+])
+
 /**
  * Runs one command line and returns its exit code: 0 done, 1 failed, 2 bad arguments.
  * Used by the `syncstore` binary and by a running server executing a forwarded command.
@@ -36,6 +50,11 @@ export const USAGE = [
 export async function runCommand(argv: readonly string[], ctx: CliContext): Promise<number> {
   const [command, ...args] = argv
   try {
+    const handler = command === undefined ? undefined : COMMANDS.get(command)
+    if (handler) {
+      await handler(args, ctx)
+      return 0
+    }
     switch (command) {
       case 'serve': {
         // Loaded only here: the server pulls in Fastify, the scheduler and the runtime, which
@@ -44,30 +63,6 @@ export async function runCommand(argv: readonly string[], ctx: CliContext): Prom
         await serveCommand(args, ctx, runCommand)
         return 0
       }
-      case 'migrate':
-        await migrateCommand(args, ctx)
-        return 0
-      case 'keys':
-        await keysCommand(args, ctx)
-        return 0
-      case 'env-vars':
-        await envVarsCommand(args, ctx)
-        return 0
-      case 'connections':
-        await connectionsCommand(args, ctx)
-        return 0
-      case 'records':
-        await recordsCommand(args, ctx)
-        return 0
-      case 'runs':
-        await runsCommand(args, ctx)
-        return 0
-      case 'webhooks':
-        await webhooksCommand(args, ctx)
-        return 0
-      case 'environments':
-        await environmentsCommand(args, ctx)
-        return 0
       case undefined:
       case 'help':
       case '--help':

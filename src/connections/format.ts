@@ -15,6 +15,20 @@ function endUserOut(endUser: JsonObject | null) {
   }
 }
 
+/** The fields every connection format starts with, in Nango's order. */
+function connectionHead(c: ConnectionSummary | Connection, provider: ProviderOf) {
+  return {
+    id: c.id,
+    connection_id: c.connectionId,
+    provider_config_key: c.providerConfigKey,
+    provider: provider(c.providerConfigKey),
+    errors: [],
+    end_user: endUserOut(c.endUser),
+    tags: c.tags,
+    metadata: c.metadata,
+  }
+}
+
 /**
  * Nango's single-connection formats differ in their timestamps: the import answer uses
  * `toISOString()`, the GET answer the same with `+00:00` instead of `Z`.
@@ -27,14 +41,7 @@ export function connectionFull(
 ) {
   const time = (d: Date) => (timestamps === 'iso' ? d.toISOString() : d.toISOString().replace('Z', '+00:00'))
   return {
-    id: c.id,
-    connection_id: c.connectionId,
-    provider_config_key: c.providerConfigKey,
-    provider: provider(c.providerConfigKey),
-    errors: [],
-    end_user: endUserOut(c.endUser),
-    tags: c.tags,
-    metadata: c.metadata,
+    ...connectionHead(c, provider),
     connection_config: c.connectionConfig,
     webhook_url_override: null,
     created_at: time(c.createdAt),
@@ -46,14 +53,7 @@ export function connectionFull(
 
 export function connectionListItem(c: ConnectionSummary, provider: ProviderOf) {
   return {
-    id: c.id,
-    connection_id: c.connectionId,
-    provider_config_key: c.providerConfigKey,
-    provider: provider(c.providerConfigKey),
-    errors: [],
-    end_user: endUserOut(c.endUser),
-    tags: c.tags,
-    metadata: c.metadata,
+    ...connectionHead(c, provider),
     created: c.created,
   }
 }

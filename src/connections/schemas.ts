@@ -118,8 +118,8 @@ const EndUserOut = Type.Union([
   }),
 ])
 
-/** GET /connections/{id} and POST /connections, in Nango's key order. */
-export const ConnectionFull = Type.Object({
+/** The properties every connection body starts with, in Nango's key order. */
+const connectionHead = {
   id: Type.Integer(),
   connection_id: Type.String(),
   provider_config_key: Type.String(),
@@ -128,6 +128,11 @@ export const ConnectionFull = Type.Object({
   end_user: EndUserOut,
   tags: Type.Record(Type.String(), Type.String()),
   metadata: Type.Union([JsonObject, Type.Null()]),
+}
+
+/** GET /connections/{id} and POST /connections, in Nango's key order. */
+export const ConnectionFull = Type.Object({
+  ...connectionHead,
   connection_config: JsonObject,
   webhook_url_override: Type.Null(),
   created_at: Type.String(),
@@ -138,13 +143,6 @@ export const ConnectionFull = Type.Object({
 
 /** One item of GET /connections: never credentials. */
 export const ConnectionListItem = Type.Object({
-  id: Type.Integer(),
-  connection_id: Type.String(),
-  provider_config_key: Type.String(),
-  provider: Type.String(),
-  errors: Type.Array(JsonObject),
-  end_user: EndUserOut,
-  tags: Type.Record(Type.String(), Type.String()),
-  metadata: Type.Union([JsonObject, Type.Null()]),
+  ...connectionHead,
   created: Type.String(),
 })
