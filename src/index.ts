@@ -65,7 +65,7 @@ export interface NangoSync<Models extends string = string> {
 
 export interface SyncConfig<Models extends Record<string, object>> {
   description: string
-  /** "every hour", "every 30 minutes", "2h"... at least 30 seconds */
+  /** "every hour", "every 30 minutes", "2h"... from 30 seconds to 365 days */
   frequency: string
   /** Model name -> JSON Schema of its records (a TypeBox Type.Object is one); saved records are validated */
   models: Models

@@ -75,7 +75,8 @@ export async function runsCommand(args: string[], ctx: CliContext): Promise<void
     case 'logs': {
       const { values, positionals } = parse(rest, { json: { type: 'boolean', default: false } }, ['run-id'])
       const id = Number(positionals[0])
-      if (!Number.isInteger(id) || id < 1) {
+      // Safe, not just whole: 1e20 is an integer to JS but no bigint Postgres could compare.
+      if (!Number.isSafeInteger(id) || id < 1) {
         throw new UsageError('RUN_ID must be a run number (see: syncstore runs list)')
       }
       await ctx.withDb(async (db) => {

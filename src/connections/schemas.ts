@@ -74,6 +74,12 @@ export const PostConnectionBody = Strict({
   end_user: Type.Optional(EndUser),
 })
 
+/**
+ * GET /connections skips page * limit rows: a billion pages of 10,000 is 1e13, far inside a JS safe
+ * integer (9e15) and Postgres' bigint OFFSET, so an absurd page is a 400 rather than a 500.
+ */
+const MAX_PAGE = 1_000_000_000
+
 export const ListConnectionsQuery = Type.Object(
   {
     connectionId: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
@@ -81,7 +87,7 @@ export const ListConnectionsQuery = Type.Object(
     endUserId: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
     integrationId: Type.Optional(Type.String({ minLength: 1 })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-    page: Type.Optional(Type.Integer({ minimum: 0 })),
+    page: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_PAGE })),
   },
   {
     additionalProperties: false,

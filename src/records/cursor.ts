@@ -53,7 +53,13 @@ export function decodeCursor(cursor: string): CursorPosition | undefined {
   const parts = text.split('||')
   if (parts.length !== 2) return undefined
   const [modifiedAt, id] = parts as [string, string]
-  if (!isRfc3339(modifiedAt) || !isStorableTimestamp(modifiedAt) || !/^[1-9]\d{0,15}$/.test(id)) {
+  // Ids are read into JS numbers: one past 2^53 would silently become its neighbour.
+  if (
+    !isRfc3339(modifiedAt) ||
+    !isStorableTimestamp(modifiedAt) ||
+    !/^[1-9]\d{0,15}$/.test(id) ||
+    !Number.isSafeInteger(Number(id))
+  ) {
     return undefined
   }
   return { modifiedAt, id: Number(id) }

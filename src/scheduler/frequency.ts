@@ -16,6 +16,12 @@ const ALIASES: Record<string, { ms: number; normalized: string }> = {
 
 // Nango's floor: anything more frequent is rejected ("The minimum interval is 30 seconds").
 export const MIN_FREQUENCY_MS = 30_000
+/**
+ * Our ceiling, a year: the pattern takes any number of digits, and "every 99999999999 days" would
+ * overflow schedules.frequency_ms (bigint) or push the next due time past Postgres' last timestamp
+ * (year 294276), failing the write. A sync due less than once a year is a paused one.
+ */
+export const MAX_FREQUENCY_MS = 365 * 86_400_000
 
 /** The pattern Nango's API validates frequencies with (frequencySchema), for request schemas. */
 export const FREQUENCY_PATTERN =
@@ -27,7 +33,7 @@ export interface Frequency {
   normalized: string
 }
 
-/** Parses a frequency; undefined when it is not one or is under 30 s. */
+/** Parses a frequency; undefined when it is not one or is under 30 s or over a year. */
 export function parseFrequency(text: string): Frequency | undefined {
   const bare = text
     .trim()
@@ -41,6 +47,8 @@ export function parseFrequency(text: string): Frequency | undefined {
   } catch {
     return undefined
   }
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < MIN_FREQUENCY_MS) return undefined
+  if (typeof value !== 'number' || !(value >= MIN_FREQUENCY_MS && value <= MAX_FREQUENCY_MS)) {
+    return undefined
+  }
   return { ms: value, normalized: bare }
 }

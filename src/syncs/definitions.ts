@@ -230,7 +230,7 @@ function validate(raw: RawDefinition, problems: string[], schemaChecker: Ajv): S
   const frequency = typeof d.frequency === 'string' ? parseFrequency(d.frequency) : undefined
   if (!frequency) {
     problem(
-      `frequency ${JSON.stringify(d.frequency)} is not valid: use e.g. "every hour", "every 30 minutes", "2h" (at least 30 s)`,
+      `frequency ${JSON.stringify(d.frequency)} is not valid: use e.g. "every hour", "every 30 minutes", "2h" (30 s to 365 days)`,
     )
   }
   const models = d.models

@@ -133,6 +133,9 @@ export async function updateFrequency(
   s: SyncServices,
   t: VariantTarget & { frequency: string | null },
 ): Promise<string> {
+  // The body's own validity first: a bad interval is the same 400 whatever the ids name.
+  const parsed = t.frequency === null ? undefined : parseFrequency(t.frequency)
+  if (t.frequency !== null && !parsed) throw new HttpError(400, 'invalid_body', 'Sync interval is invalid')
   const connection = await findConnectionRef(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   if (!connection) throw new HttpError(400, 'unknown_connection', 'Unknown connection')
   const [sync] = await findSyncs(
@@ -142,14 +145,12 @@ export async function updateFrequency(
   )
   if (!sync) throw unknownSync()
   let effective: { ms: number; answer: string }
-  if (t.frequency === null) {
+  if (parsed) {
+    effective = { ms: parsed.ms, answer: parsed.normalized }
+  } else {
     const definition = s.definitions().find(t.providerConfigKey, t.name)
     if (!definition) throw unknownSync()
     effective = { ms: definition.frequencyMs, answer: definition.frequency }
-  } else {
-    const parsed = parseFrequency(t.frequency)
-    if (!parsed) throw new HttpError(400, 'invalid_body', 'Sync interval is invalid')
-    effective = { ms: parsed.ms, answer: parsed.normalized }
   }
   await withRetries(() =>
     s.db.transaction().execute(async (trx) => {

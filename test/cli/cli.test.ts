@@ -190,6 +190,12 @@ describe('syncstore commands and environments', { timeout: 180_000 }, () => {
     expectOneLineError(await cli('frobnicate'), 2, /unknown command "frobnicate"/)
   })
 
+  it('a run number beyond a safe integer is a usage error (exit 2), not a database error', async () => {
+    for (const id of ['1e20', '9007199254740993']) {
+      expectOneLineError(await cli('runs', 'logs', id), 2, /RUN_ID must be a run number/)
+    }
+  })
+
   it('an unknown environment fails with exit 1', async () => {
     expectOneLineError(await cli('keys', 'list', '--env', 'nowhere'), 1, /unknown environment "nowhere"/)
   })

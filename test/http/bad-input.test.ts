@@ -188,6 +188,8 @@ const domainError = (label: string, status: number, code: string, c: Partial<Bad
   ...c,
 })
 const b64 = (text: string) => Buffer.from(text).toString('base64')
+/** Cursor ids past the last safe JS integer (2^53 - 1), which a record id never reaches. */
+const HUGE_IDS = ['9007199254740993', '9999999999999999', '99999999999999999999']
 /** A cursor after every record, so the valid prune covers them all. */
 const LAST_CURSOR = encodeCursor('2999-01-01T00:00:00.000000+00:00', 1)
 
@@ -348,6 +350,12 @@ const routes: Route[] = [
       badQuery('limit=1.5', '/connections?limit=1.5'),
       badQuery('limit given twice', '/connections?limit=1&limit=2'),
       badQuery('page=-1', '/connections?page=-1', { path: ['page'] }),
+      ...['1e20', String(2 ** 53), '1000000001'].map((page) =>
+        badQuery(`page=${page}`, `/connections?page=${page}`, { code: 'too_big', path: ['page'] }),
+      ),
+      badQuery('page=Infinity', '/connections?page=Infinity', { path: ['page'] }),
+      badQuery('a page of 400 digits', `/connections?page=${'9'.repeat(400)}`, { path: ['page'] }),
+      badQuery('limit=1e20', '/connections?limit=1e20', { code: 'too_big', path: ['limit'] }),
       badQuery('an empty search', '/connections?search='),
       badQuery('a NUL in search', '/connections?search=a%00b'),
       badQuery('a bad tag key', '/connections?tags[1a]=x'),
@@ -391,6 +399,8 @@ const routes: Route[] = [
       badQuery('limit=10001', records('&limit=10001'), { code: 'too_big', path: ['limit'] }),
       badQuery('limit=1.5', records('&limit=1.5'), { path: ['limit'] }),
       badQuery('limit=abc', records('&limit=abc'), { path: ['limit'] }),
+      badQuery('limit=1e20', records('&limit=1e20'), { code: 'too_big', path: ['limit'] }),
+      badQuery('limit=2^53', records(`&limit=${2 ** 53}`), { code: 'too_big', path: ['limit'] }),
       badQuery('filter=bogus', records('&filter=bogus'), { path: ['filter'] }),
       badQuery('a trailing comma in filter', records('&filter=added,'), { path: ['filter'] }),
       badQuery('an empty filter', records('&filter='), { path: ['filter'] }),
@@ -434,6 +444,11 @@ const routes: Route[] = [
       domainError('a cursor in year 0', 400, 'invalid_cursor', {
         url: records(`&cursor=${b64('0000-01-01T00:00:00Z||1')}`),
       }),
+      ...HUGE_IDS.map((id) =>
+        domainError(`a cursor with id ${id}`, 400, 'invalid_cursor', {
+          url: records(`&cursor=${b64(`2024-01-01T00:00:00Z||${id}`)}`),
+        }),
+      ),
       ...headerCases,
     ],
   },
@@ -456,6 +471,9 @@ const routes: Route[] = [
       badBody('limit 10001', { ...prune, limit: 10_001 }, { code: 'too_big', path: ['limit'] }),
       badBody('limit 1.5', { ...prune, limit: 1.5 }, { path: ['limit'] }),
       badBody('limit a string', { ...prune, limit: '5' }, { path: ['limit'] }),
+      badBody('limit 1e20', { ...prune, limit: 1e20 }, { code: 'too_big', path: ['limit'] }),
+      badBody('limit 2^53', { ...prune, limit: 2 ** 53 }, { code: 'too_big', path: ['limit'] }),
+      badRaw('limit 1e400', `${JSON.stringify(prune).slice(0, -1)},"limit":1e400}`),
       badBody('an unknown key', { ...prune, extra: 1 }, { code: 'unrecognized_keys', path: [] }),
       domainError('an until_cursor that does not decode', 400, 'invalid_cursor', {
         body: { ...prune, until_cursor: 'zzz' },
@@ -463,6 +481,11 @@ const routes: Route[] = [
       domainError('an until_cursor with February 30th', 400, 'invalid_cursor', {
         body: { ...prune, until_cursor: b64('2024-02-30T00:00:00Z||1') },
       }),
+      ...HUGE_IDS.map((id) =>
+        domainError(`an until_cursor with id ${id}`, 400, 'invalid_cursor', {
+          body: { ...prune, until_cursor: b64(`2024-01-01T00:00:00Z||${id}`) },
+        }),
+      ),
       ...headerCases,
     ],
   },
@@ -554,6 +577,15 @@ const routes: Route[] = [
       ),
       badBody('frequency "whenever"', { ...frequency, frequency: 'whenever' }, { path: ['frequency'] }),
       badBody('frequency a number', { ...frequency, frequency: 3600 }, { path: ['frequency'] }),
+      ...['every 366 days', 'every 99999999999999999999 days', `${'9'.repeat(400)}d`].map((value) =>
+        domainError(`frequency "${value.slice(0, 30)}"`, 400, 'invalid_body', {
+          body: { ...frequency, frequency: value },
+        }),
+      ),
+      // The longest interval gets past validation to the lookup of the (missing) sync.
+      domainError('frequency "every 365 days"', 400, 'unknown_sync', {
+        body: { ...frequency, frequency: 'every 365 days' },
+      }),
       badBody('a bad sync_name', { ...frequency, sync_name: 'a b' }, { path: ['sync_name'] }),
       badBody('a bad sync_variant', { ...frequency, sync_variant: 'v.1' }, { path: ['sync_variant'] }),
       badBody('no connection_id', { ...frequency, connection_id: undefined }, { path: ['connection_id'] }),
@@ -667,6 +699,15 @@ describe.each(routes)('$name', (route) => {
     })
     expectStdError(res, 415, 'invalid_content_type')
     expect(await snapshot()).toEqual(before)
+  })
+})
+
+describe('the largest numbers a schema allows', () => {
+  it('GET /connections at the last page answers an empty list', async () => {
+    const url = '/connections?limit=10000&page=1000000000'
+    const res = await t.app.inject({ url, headers: bearer(t.keys.dev) })
+    expect(res.statusCode, res.body).toBe(200)
+    expect(res.json()).toEqual({ connections: [] })
   })
 })
 

@@ -110,6 +110,10 @@ describe('loadDefinitions', () => {
         /frequency "every 10 seconds" is not valid/,
       ],
       'a/syncs/vague.ts': [sync({ frequency: "'sometimes'" }), /frequency "sometimes" is not valid/],
+      'a/syncs/too-rare.ts': [
+        sync({ frequency: "'every 366 days'" }),
+        /frequency "every 366 days" is not valid: .*\(30 s to 365 days\)/,
+      ],
       'a/syncs/lower.ts': [sync({ models: "{ contact: { type: 'object' } }" }), /model name "contact"/],
       'a/syncs/colons.ts': [
         sync({ models: "{ 'Bad::Name': { type: 'object' } }" }),

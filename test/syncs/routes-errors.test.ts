@@ -159,8 +159,9 @@ describe('variants', () => {
 })
 
 describe('update-connection-frequency', () => {
-  it('an interval under 30 s or not one is invalid; unknown connection and sync', async () => {
-    for (const value of ['every 10 seconds', '29s']) {
+  it('an interval under 30 s, over a year or not one is invalid; unknown connection and sync', async () => {
+    // A huge interval would overflow the schedule's bigint or its next due time: 400, not 500.
+    for (const value of ['every 10 seconds', '29s', 'every 366 days', 'every 99999999999999999999 days']) {
       expect(await frequency({ frequency: value })).toEqual(
         err(400, 'invalid_body', 'Sync interval is invalid'),
       )
