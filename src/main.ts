@@ -1,4 +1,4 @@
-import type { CliContext, CliIO } from './cli/context.ts'
+import { type CliContext, type CliIO, CommandError } from './cli/context.ts'
 import { forwardCommand } from './cli/forward.ts'
 import { runCommand, USAGE } from './cli/run.ts'
 import { ConfigError, loadConfig } from './config.ts'
@@ -33,7 +33,14 @@ export async function main(argv: string[]): Promise<number> {
   if (database.kind === 'embedded' && command !== 'serve') {
     const holder = await lockHolder(database.dataDir)
     if (holder?.socket) {
-      const result = await forwardCommand(holder.socket, { argv, cwd: process.cwd() })
+      let result
+      try {
+        result = await forwardCommand(holder.socket, { argv, cwd: process.cwd() })
+      } catch (err) {
+        if (!(err instanceof CommandError)) throw err
+        io.err(`error: ${err.message}`)
+        return 1
+      }
       result.out.forEach(io.out)
       result.err.forEach(io.err)
       return result.code

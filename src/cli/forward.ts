@@ -4,6 +4,8 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
+import { CommandError } from './context.ts'
+
 /**
  * While `syncstore serve` holds the embedded database, other `syncstore` commands cannot open it.
  * They hand their arguments to the server over a Unix socket instead; the server runs the same
@@ -66,20 +68,47 @@ export async function serveCommands(
   }
 }
 
+/**
+ * Sends one command to the running server and resolves with its answer. A server that cannot be
+ * reached, or that dies before answering (SIGKILL, a crash), is a CommandError: the CLI says so in
+ * one line and exits 1, like any other command that could not do what was asked.
+ */
 export function forwardCommand(socketPath: string, request: ForwardRequest): Promise<ForwardResult> {
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(socketPath)
     let buffer = ''
+    let connected = false
+    let failure: NodeJS.ErrnoException | undefined
     socket.setEncoding('utf8')
-    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`))
+    socket.on('connect', () => {
+      connected = true
+      socket.write(`${JSON.stringify(request)}\n`)
+    })
     socket.on('data', (chunk: string) => (buffer += chunk))
-    socket.on('error', reject)
-    socket.on('end', () => {
-      try {
-        resolve(JSON.parse(buffer) as ForwardResult)
-      } catch {
-        reject(new Error('the running server closed the command socket without answering'))
-      }
+    // 'close' always follows 'error', and tells the whole story once the socket is done.
+    socket.on('error', (err: NodeJS.ErrnoException) => (failure = err))
+    socket.on('close', () => {
+      const result = parseResult(buffer)
+      if (result) return resolve(result)
+      const why = failure ? ` (${failure.code ?? failure.message})` : ''
+      reject(
+        new CommandError(
+          connected
+            ? `the running server stopped before answering${why}; the command may or may not have taken effect`
+            : `could not reach the running server at ${socketPath}${why}; if it is stopping, try again in a moment`,
+        ),
+      )
     })
   })
+}
+
+function parseResult(text: string): ForwardResult | undefined {
+  try {
+    const result = JSON.parse(text) as ForwardResult
+    return typeof result?.code === 'number' && Array.isArray(result.out) && Array.isArray(result.err)
+      ? result
+      : undefined
+  } catch {
+    return undefined
+  }
 }

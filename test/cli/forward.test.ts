@@ -1,8 +1,16 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { rm } from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { acquireEmbeddedLock, lockHolder } from '../../src/db/embedded-lock.ts'
+import { acquireEmbeddedLock, lockHolder, lockPath } from '../../src/db/embedded-lock.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import {
+  type CliResult,
   killAll,
   runCli,
   type ServerProcess,
@@ -129,6 +137,83 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
       expect(direct.code, direct.stderr).toBe(0)
       expect(JSON.parse(direct.stdout)).toEqual([{ name: 'FORWARDED', value: 'through the socket' }])
       expect(await lockHolder(dataDir)).toBeUndefined()
+    })
+  },
+)
+
+/**
+ * A server that dies while a CLI command waits on it (SIGKILL at any moment): the command says so
+ * in one line on stderr and exits 1; never a stack trace. Each case names a fake server in the lock.
+ */
+describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
+  'CLI commands whose server died (embedded database)',
+  { timeout: 120_000 },
+  () => {
+    let database: ProcessDatabase
+    let dataDir: string
+    const socketPath = path.join(os.tmpdir(), `syncstore-test-${process.pid}-${Date.now()}.sock`)
+
+    beforeAll(async () => {
+      database = await createProcessDatabase({ kind: 'embedded', empty: true })
+      dataDir = database.env.SYNCSTORE_DATA_DIR!
+    })
+    afterAll(async () => {
+      await killAll()
+      await rm(socketPath, { force: true })
+      await rm(lockPath(dataDir), { force: true })
+      await database?.destroy()
+    })
+
+    /** Names `pid` and the socket in the lock, as a running server would, then runs a command. */
+    async function cliAgainst(pid: number): Promise<CliResult> {
+      await rm(lockPath(dataDir), { force: true })
+      await acquireEmbeddedLock(dataDir, { pid, socket: socketPath })
+      return runCli(['env-vars', 'set', 'NAME', 'value'], database.env)
+    }
+
+    function expectOneLineError(result: CliResult, pattern: RegExp): void {
+      expect(result.code, result.stderr).toBe(1)
+      expect(result.stdout).toBe('')
+      expect(result.stderr).not.toContain('    at ')
+      expect(result.stderr).toMatch(/^error: [^\n]+\n$/)
+      expect(result.stderr).toMatch(pattern)
+    }
+
+    it('a server killed (SIGKILL) while it runs the command', async () => {
+      // A stand-in server in its own process: it reads the command, then dies on the spot.
+      const script = `
+        const server = require('node:net').createServer((socket) =>
+          socket.once('data', () => process.kill(process.pid, 'SIGKILL')))
+        server.listen(process.argv[1], () => console.log('listening'))`
+      const child = spawn(process.execPath, ['-e', script, socketPath], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+      const exited = once(child, 'exit')
+      try {
+        await once(child.stdout, 'data')
+        const result = await cliAgainst(child.pid!)
+        expectOneLineError(result, /the running server stopped before answering/)
+        expect(await exited).toEqual([null, 'SIGKILL'])
+      } finally {
+        child.kill('SIGKILL')
+        await rm(socketPath, { force: true })
+      }
+    })
+
+    it('a server that closes the command socket without answering', async () => {
+      const server = net.createServer((socket) => socket.once('data', () => socket.end()))
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve))
+      try {
+        // The test process stands in for the server's (live) process.
+        expectOneLineError(await cliAgainst(process.pid), /the running server stopped before answering/)
+      } finally {
+        await new Promise((resolve) => server.close(resolve))
+      }
+    })
+
+    it('a live holder whose command socket is gone', async () => {
+      await rm(socketPath, { force: true })
+      expectOneLineError(await cliAgainst(process.pid), /could not reach the running server at .*\(ENOENT\)/)
     })
   },
 )
