@@ -6,6 +6,7 @@ import pg from 'pg'
 import type { DatabaseTarget } from '../config.ts'
 import type { Logger } from '../logger.ts'
 import type { Database } from './database.ts'
+import { DatabaseUnavailableError, sqlState } from './errors.ts'
 
 export interface Db {
   readonly kysely: Kysely<Database>
@@ -51,7 +52,7 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
   })
   // Without a listener, an idle client's backend error (Postgres restart) crashes the process.
   pool.on('error', (err) => logger.error({ err }, 'idle database connection failed'))
-  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) })
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool, logger) }) })
   let closed: Promise<void> | undefined
   return {
     kysely,
@@ -67,19 +68,35 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
  */
 export const PREPARED = '/* prepared */'
 
-function preparingPool(pool: pg.Pool) {
+function preparingPool(pool: pg.Pool, logger: Logger) {
   const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()
   const wrap = (client: pg.PoolClient): pg.PoolClient => {
     let proxy = wrapped.get(client)
     if (!proxy) {
+      // pg emits 'error' on a client whose backend dies while no query is running (FATAL 57P01 from
+      // a restart or pg_terminate_backend). The pool listens only while the client is idle in it; a
+      // client checked out between two statements of a transaction had no listener, and the event
+      // crashed the process. This one stays for the client's life; the next statement then fails
+      // and the pool discards the client on release (it is no longer queryable).
+      let broken = false
+      client.on('error', (err) => {
+        broken = true
+        logger.warn({ err }, 'database connection lost')
+      })
+      const query = async (text: unknown, values?: unknown[]) => {
+        try {
+          return typeof text === 'string' && text.startsWith(PREPARED)
+            ? await client.query({ name: statementName(text), text, values: values ?? [] })
+            : await client.query(text as string, values)
+        } catch (err) {
+          // A statement that failed because its connection broke carries no SQLSTATE ("Connection
+          // terminated unexpectedly", "... not queryable"): it is a 08006 (connection failure).
+          throw broken && !sqlState(err) ? new DatabaseUnavailableError('08006', err) : err
+        }
+      }
       proxy = new Proxy(client, {
         get(target, prop, receiver) {
-          if (prop === 'query') {
-            return (text: unknown, values?: unknown[]) =>
-              typeof text === 'string' && text.startsWith(PREPARED)
-                ? target.query({ name: statementName(text), text, values: values ?? [] })
-                : target.query(text as string, values)
-          }
+          if (prop === 'query') return query
           const value = Reflect.get(target, prop, receiver) as unknown
           return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
         },
@@ -89,7 +106,14 @@ function preparingPool(pool: pg.Pool) {
     return proxy
   }
   return {
-    connect: async () => wrap(await pool.connect()),
+    connect: async () => {
+      try {
+        return wrap(await pool.connect())
+      } catch (err) {
+        // Refused, timed out, reset: no SQLSTATE, but the same fact as 08001 (cannot connect).
+        throw sqlState(err) ? err : new DatabaseUnavailableError('08001', err)
+      }
+    },
     end: () => pool.end(),
     Client: pg.Client,
     options: pool.options,

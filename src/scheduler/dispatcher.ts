@@ -149,13 +149,17 @@ export class Dispatcher {
   }
 
   private async finish(run: ClaimedRun, result: ExecutionResult): Promise<void> {
+    // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
+    // again anyway (the compare-and-set in finishRun then refuses this late end).
     const record = (outcome: ExecutionResult) =>
-      withRetries(() =>
-        this.o.db.transaction().execute(async (trx) => {
-          const ok = await finishRun(trx, run, outcome)
-          if (ok && outcome.commit) await outcome.commit(trx)
-          return { accepted: ok, followUp: await hasWaitingRun(trx, run.syncId) }
-        }),
+      withRetries(
+        () =>
+          this.o.db.transaction().execute(async (trx) => {
+            const ok = await finishRun(trx, run, outcome)
+            if (ok && outcome.commit) await outcome.commit(trx)
+            return { accepted: ok, followUp: await hasWaitingRun(trx, run.syncId) }
+          }),
+        { outageMs: this.o.heartbeatTimeoutMs },
       )
     let recorded
     try {

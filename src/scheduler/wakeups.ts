@@ -45,29 +45,38 @@ export function postgresWakeups(db: Kysely<Database>, url: string, logger: Logge
       const stopLocal = await local.subscribe(fn)
       // One dedicated connection LISTENs; if it drops (Postgres restart), reconnect with backoff
       // and wake the worker once, since notifications sent meanwhile were lost.
-      const connect = async () => {
+      const connect = async (reconnecting: boolean) => {
         for (let attempt = 0; !stopped; attempt++) {
           const c = new pg.Client({ connectionString: url, application_name: 'syncstore-listen' })
+          // Listened to from the start: an 'error' event with no listener would crash the process.
+          // Only a connection that was listening reconnects from here; one that fails earlier is
+          // retried by the loop below.
+          let listening = false
+          c.on('error', (err) => {
+            void c.end().catch(() => undefined)
+            if (!listening) return
+            listening = false
+            logger.warn({ err }, 'wake-up listener lost its connection; reconnecting')
+            if (!stopped) void connect(true)
+          })
           try {
             await c.connect()
             c.on('notification', () => fn())
-            c.on('error', (err) => {
-              logger.warn({ err }, 'wake-up listener lost its connection; reconnecting')
-              void c.end().catch(() => undefined)
-              if (!stopped) void connect()
-            })
             await c.query(`LISTEN ${CHANNEL}`)
+            if (stopped) return void (await c.end())
+            listening = true
             client = c
-            if (attempt > 0) fn()
+            if (reconnecting || attempt > 0) fn()
             return
           } catch (err) {
             await c.end().catch(() => undefined)
             logger.warn({ err, attempt }, 'could not listen for wake-ups; retrying')
-            await sleep(Math.min(30_000, 500 * 2 ** attempt))
+            // Capped at 5 s: notifications are lost until it is back, and polling alone is slower.
+            await sleep(Math.min(5_000, 500 * 2 ** attempt))
           }
         }
       }
-      await connect()
+      await connect(false)
       return async () => {
         stopped = true
         await stopLocal()
