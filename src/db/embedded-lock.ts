@@ -27,21 +27,39 @@ export function lockPath(dataDir: string): string {
   return `${dataDir.replace(/[\\/]+$/, '')}.lock`
 }
 
-function isAlive(pid: number): boolean {
+async function isAlive(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
     // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false
   }
+  return !(await hasExited(pid))
+}
+
+/**
+ * Whether `pid` has exited but not been reaped by its parent yet (a zombie): it still answers
+ * kill(pid, 0), but holds nothing, and may stay so for as long as its parent lives. Linux says so
+ * in /proc/<pid>/stat, `pid (comm) state ...`; comm may itself hold spaces and ')', so the state
+ * is the field after the last ')'. Z is a zombie, X (rarely seen) dead. Where there is no /proc
+ * (macOS), kill(pid, 0) is all there is to go on.
+ */
+async function hasExited(pid: number): Promise<boolean> {
+  let stat: string
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return false
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 1).trimStart()[0]
+  return state === 'Z' || state === 'X'
 }
 
 /** The live holder of the lock, if any (a lock left by a dead process does not count). */
 export async function lockHolder(dataDir: string): Promise<LockHolder | undefined> {
   try {
     const holder = JSON.parse(await readFile(lockPath(dataDir), 'utf8')) as LockHolder
-    return isAlive(holder.pid) ? holder : undefined
+    return (await isAlive(holder.pid)) ? holder : undefined
   } catch {
     return undefined
   }
