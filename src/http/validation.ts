@@ -67,7 +67,7 @@ function issueOf(e: ErrorObject): FieldIssue {
     case 'additionalProperties':
       return {
         code: 'unrecognized_keys',
-        message: `Unrecognized key: "${String(p.additionalProperty)}"`,
+        message: `Unrecognized key: "${unknownKey(e)}"`,
         path,
       }
     case 'type':
@@ -129,42 +129,105 @@ function issueOf(e: ErrorObject): FieldIssue {
 }
 
 /**
+ * A response lists at most this many issues, and an unknown-keys message this many keys: Ajv
+ * reports every failing item, so a 1 MB body of `"syncs":[1,1,...]` has 500,000 issues, which would
+ * take seconds to describe and a 38 MB response; no client reads past the first few.
+ */
+const MAX_ISSUES = 100
+const LISTED_KEYS = 100
+
+/**
  * Ajv errors to Nango-style issues. A failed union is reported through the one branch whose
  * discriminating constant matched (like zod's discriminatedUnion), or else once as `invalid_union`
- * rather than with one error per branch. Unknown keys at one path are grouped like zod groups them.
+ * rather than with one error per branch. Unknown keys at one path are grouped like zod groups them;
+ * each group's message is built once, at the end (rebuilding it per key took 37 s for 40,000 keys).
  */
 export function ajvErrorsToIssues(errors: readonly ErrorObject[]): FieldIssue[] {
   const issues: FieldIssue[] = []
-  const unknownKeys = new Map<string, { issue: FieldIssue; keys: string[] }>()
+  const unknownKeys = new Map<string, { issue: FieldIssue; keys: string[]; count: number }>()
   for (const e of resolveUnions(errors)) {
-    const issue = issueOf(e)
-    if (e.keyword === 'additionalProperties') {
-      const key = String((e.params as { additionalProperty: unknown }).additionalProperty)
-      const group = unknownKeys.get(e.instancePath)
-      if (group) {
-        group.keys.push(key)
-        group.issue.message = `Unrecognized keys: ${group.keys.map((k) => `"${k}"`).join(', ')}`
-        continue
-      }
-      unknownKeys.set(e.instancePath, { issue, keys: [key] })
+    const unknown = e.keyword === 'additionalProperties'
+    const group = unknown ? unknownKeys.get(e.instancePath) : undefined
+    if (group) {
+      group.count++
+      if (group.keys.length < LISTED_KEYS) group.keys.push(unknownKey(e))
+      continue
     }
+    if (issues.length === MAX_ISSUES) continue
+    const issue = issueOf(e)
+    if (unknown) unknownKeys.set(e.instancePath, { issue, keys: [unknownKey(e)], count: 1 })
     issues.push(issue)
+  }
+  for (const { issue, keys, count } of unknownKeys.values()) {
+    if (count > 1) issue.message = unrecognizedKeys(keys, count)
   }
   return issues
 }
 
+const unknownKey = (e: ErrorObject) =>
+  String((e.params as { additionalProperty: unknown }).additionalProperty)
+
+function unrecognizedKeys(listed: readonly string[], count: number): string {
+  const more = count > listed.length ? ` and ${count - listed.length} more` : ''
+  return `Unrecognized keys: ${listed.map((k) => `"${k}"`).join(', ')}${more}`
+}
+
+/**
+ * Ajv appends a union's error right after the errors of its failed branches, so those are the run
+ * of errors just before it whose schema path and instance path lie under the union's (the instance
+ * path tells apart the items of an array of unions). One pass with a stack: an error is looked at
+ * once per union enclosing it, and unions nest only as deep as the schema, so this is linear in the
+ * number of errors. (Our schemas use no `$ref`, whose errors would carry the referenced path.)
+ */
 function resolveUnions(errors: readonly ErrorObject[]): ErrorObject[] {
-  const union = errors.find((e) => e.keyword === 'anyOf' || e.keyword === 'oneOf')
-  if (!union) return [...errors]
-  const prefix = `${union.schemaPath}/`
-  const inside = errors.filter((e) => e.schemaPath.startsWith(prefix))
-  const outside = errors.filter((e) => e !== union && !e.schemaPath.startsWith(prefix))
-  const branches = new Map<string, ErrorObject[]>()
-  for (const e of inside) {
-    const branch = e.schemaPath.slice(prefix.length).split('/')[0]!
-    branches.set(branch, [...(branches.get(branch) ?? []), e])
+  const resolved: ErrorObject[] = []
+  for (const e of errors) {
+    if (e.keyword !== 'anyOf' && e.keyword !== 'oneOf') {
+      resolved.push(e)
+      continue
+    }
+    let start = resolved.length
+    while (start > 0 && isInside(resolved[start - 1]!, e)) start--
+    const branch = matchingBranch(e, resolved, start)
+    if (branch === undefined) {
+      resolved.length = start
+      resolved.push(e)
+      continue
+    }
+    let kept = start
+    for (let i = start; i < resolved.length; i++) {
+      if (branchOf(resolved[i]!, e) === branch) resolved[kept++] = resolved[i]!
+    }
+    resolved.length = kept
   }
-  const matching = [...branches.values()].filter((errs) => !errs.some((e) => e.keyword === 'const'))
-  const chosen = matching.length === 1 && branches.size > 1 ? resolveUnions(matching[0]!) : [union]
-  return [...resolveUnions(outside), ...chosen]
+  return resolved
+}
+
+const isUnder = (path: string, parent: string) =>
+  path.startsWith(parent) && (path.length === parent.length || path[parent.length] === '/')
+
+const isInside = (e: ErrorObject, union: ErrorObject) =>
+  e.schemaPath.length > union.schemaPath.length &&
+  isUnder(e.schemaPath, union.schemaPath) &&
+  isUnder(e.instancePath, union.instancePath)
+
+/** Which branch of `union` (its index in the schema path) an error inside it comes from. */
+function branchOf(e: ErrorObject, union: ErrorObject): string {
+  const from = union.schemaPath.length + 1
+  const to = e.schemaPath.indexOf('/', from)
+  return e.schemaPath.slice(from, to === -1 ? undefined : to)
+}
+
+/** The one failed branch whose constants all matched, if the union has several failed branches. */
+function matchingBranch(union: ErrorObject, errors: ErrorObject[], start: number): string | undefined {
+  const failed = new Set<string>()
+  const constMismatch = new Set<string>()
+  for (let i = start; i < errors.length; i++) {
+    const branch = branchOf(errors[i]!, union)
+    failed.add(branch)
+    if (errors[i]!.keyword === 'const') constMismatch.add(branch)
+  }
+  if (failed.size < 2) return undefined
+  const matching = [...failed].filter((branch) => !constMismatch.has(branch))
+  return matching.length === 1 ? matching[0] : undefined
 }
