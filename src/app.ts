@@ -8,7 +8,7 @@ import type { Db } from './db/connect.ts'
 import { environmentRoutes } from './environments/routes.ts'
 import { Authenticator, type BootstrapKey, registerAuth } from './http/auth.ts'
 import { registerJsonBodies } from './http/body.ts'
-import { frameworkErrors, registerErrorHandling } from './http/error-handler.ts'
+import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.ts'
 import { metaRoutes } from './http/meta-routes.ts'
 import { createValidatorCompiler } from './http/validation.ts'
 import { recordRoutes } from './records/routes.ts'
@@ -46,9 +46,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Without a proxy in front, Fastify's docs ask for a non-zero request timeout.
     requestTimeout: 120_000,
     keepAliveTimeout: 10_000,
+    http: {
+      // A request without Host gets the one error body from src/http/error-handler.ts, not Node's empty 400.
+      requireHostHeader: false,
+    },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
     return503OnClosing: true,
     frameworkErrors,
+    clientErrorHandler,
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.setValidatorCompiler(createValidatorCompiler())

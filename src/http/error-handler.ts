@@ -1,4 +1,7 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { maxHeaderSize, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
+
+import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
 import { DecryptionError } from '../crypto.ts'
 import { isUnavailable, sqlState } from '../db/errors.ts'
@@ -23,6 +26,24 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimitBytes: numb
     })
   })
 
+  // RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400. Node's own check answers it
+  // with an empty body, so app.ts turns that off (`http.requireHostHeader`) and this answers it.
+  app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw new HttpError(400, 'invalid_request', 'An HTTP/1.1 request must have a Host header')
+    }
+  })
+
+  // Node answers these two before any route, with an empty body or none at all.
+  app.server.on('checkExpectation', (_request, response: ServerResponse) => {
+    const body = errorBody('expectation_failed', 'Only "Expect: 100-continue" is supported')
+    response.writeHead(417, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) })
+    response.end(body)
+  })
+  app.server.on('connect', (_request, socket: Socket) => {
+    writeRawError(socket, 405, 'method_not_allowed', 'CONNECT is not supported')
+  })
+
   app.setNotFoundHandler({}, (request, reply) =>
     reply
       .code(404)
@@ -40,6 +61,62 @@ export function frameworkErrors(error: FastifyError, _request: FastifyRequest, r
   void reply
     .code(status)
     .send({ error: { code: status < 500 ? 'invalid_uri_params' : 'server_error', message: error.message } })
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8'
+const errorBody = (code: string, message: string) => JSON.stringify({ error: { code, message } })
+
+/**
+ * What Node's HTTP parser rejects never becomes a request, so the error handler never sees it:
+ * headers over 16 KB (Node's maxHeaderSize), bytes a header or path may not hold, bad chunked
+ * framing, Content-Length and Transfer-Encoding that disagree, a request that took longer than
+ * requestTimeout. Node, or Fastify's default, would answer with a body of its own; this writes the
+ * one error body on the socket and closes it (the parser cannot find the next request), and, as
+ * Node does, writes nothing when a response on this socket has already started.
+ * Passed as the `clientErrorHandler` server option.
+ */
+export function clientErrorHandler(error: ConnectionError, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  // Node's own test: `_httpMessage` is the response the socket is writing, if any.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage
+  if (!socket.writable || inFlight?.headersSent) {
+    socket.destroy()
+    return
+  }
+  const [status, code, message] = clientErrorAnswer(error)
+  writeRawError(socket, status, code, message)
+}
+
+function clientErrorAnswer(error: ConnectionError): [number, string, string] {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return [
+        431,
+        'request_header_fields_too_large',
+        `Request headers are larger than ${maxHeaderSize} bytes`,
+      ]
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return [413, 'request_too_large', 'Chunk extensions are too large']
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return [408, 'request_timeout', 'The request was not received in time']
+  }
+  // llhttp's reason names the fault ("Invalid header value char"); it never echoes the input.
+  const reason = (error as { reason?: unknown }).reason
+  return [
+    400,
+    'invalid_request',
+    `Malformed HTTP request: ${typeof reason === 'string' ? reason : error.message}`,
+  ]
+}
+
+/** A whole response on a socket no request owns, then the end of the socket, as Node does it. */
+function writeRawError(socket: Socket, status: number, code: string, message: string): void {
+  const body = errorBody(code, message)
+  socket.write(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${JSON_TYPE}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  )
+  socket.destroy()
 }
 
 function toHttpError(
