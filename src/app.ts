@@ -43,10 +43,20 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
-    // Without a proxy in front, Fastify's docs ask for a non-zero request timeout.
-    requestTimeout: 120_000,
-    keepAliveTimeout: 10_000,
+    // Slow and idle clients (SPEC 7). A socket on which nothing moves for idleTimeoutMs is destroyed:
+    // a silent socket, or one whose client stopped reading a page (Node holds the timeout off while a
+    // write makes progress, so this is a send timeout), and the page memory it held is freed.
+    connectionTimeout: config.http.idleTimeoutMs,
+    // A request that trickles in (slowloris) keeps its socket active; it is answered 408 and closed
+    // once its headers and body took longer than this. Fastify's docs ask for it without a proxy.
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
     http: {
+      // Node's own default is 60 s, longer than requestTimeout's: trickled headers end at the same point.
+      headersTimeout: config.http.requestTimeoutMs,
+      // How often Node checks the two timeouts above; its default of 30 s let a slowloris request
+      // live up to 30 s past them. Walking the open connections once a second costs next to nothing.
+      connectionsCheckingInterval: 1000,
       // A request without Host gets the one error body from src/http/error-handler.ts, not Node's empty 400.
       requireHostHeader: false,
     },
@@ -80,7 +90,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(metaRoutes, { db })
   await app.register(environmentRoutes, { db, sealer })
   await app.register(connectionRoutes, { db, sealer, providerOf, onConnectionSaved: deps.onConnectionSaved })
-  await app.register(recordRoutes, { db, sealer, maxPageBytes: config.maxPageBytes })
+  await app.register(recordRoutes, {
+    db,
+    sealer,
+    maxPageBytes: config.maxPageBytes,
+    pageMemoryBytes: config.pageMemoryBytes,
+  })
   await app.register(syncRoutes, { db: db.kysely, sealer, definitions, wakeups })
   await app.register(integrationsRoute, { definitions, publicUrl: config.publicUrl })
   return app

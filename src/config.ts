@@ -26,6 +26,19 @@ export interface Config {
   /** A GET /records response never exceeds this many bytes (at least one record is returned). */
   readonly maxPageBytes: number
   readonly bodyLimitBytes: number
+  /**
+   * GET /records bodies held in memory at once by this process, being read from the database or
+   * waiting for their clients to take them; a page that does not fit waits briefly, then is 503.
+   */
+  readonly pageMemoryBytes: number
+  readonly http: {
+    /** A socket on which no byte moves either way for this long is destroyed (also a send timeout). */
+    readonly idleTimeoutMs: number
+    /** A request's headers and body must have arrived within this long of its first byte. */
+    readonly requestTimeoutMs: number
+    /** A kept-alive socket waits this long for its next request. */
+    readonly keepAliveTimeoutMs: number
+  }
   readonly shutdownGraceMs: number
   readonly runs: {
     /** Sync runs executing at once on this instance */
@@ -150,6 +163,21 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     maxPageBytes: int('SYNCSTORE_MAX_PAGE_BYTES', 10 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     // Fastify's default; record payloads never arrive over HTTP, only metadata and small bodies.
     bodyLimitBytes: int('SYNCSTORE_BODY_LIMIT_BYTES', 1024 * 1024, 1024, 100 * 1024 * 1024),
+    // 64 MiB: four full 10 MiB pages (a quarter is kept for small ones), or hundreds of ordinary
+    // pages, at once. With 150 clients asking for 10 MiB pages and not reading, RSS grew 65-95 MB
+    // (test/faults/slow-clients.test.ts); without this bound, by 1.1 GB.
+    pageMemoryBytes: int('SYNCSTORE_PAGE_MEMORY_BYTES', 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 ** 3),
+    http: {
+      // 30 s without a byte moving either way: longer than any request should take to answer (a
+      // wait for a database connection ends at 10 s), and a reader that takes nothing for 30 s has
+      // stopped; its page (up to 10 MiB) is freed with the socket.
+      idleTimeoutMs: int('SYNCSTORE_IDLE_TIMEOUT_MS', 30_000, 1000, 3_600_000),
+      // 30 s for headers and a body of at most SYNCSTORE_BODY_LIMIT_BYTES (1 MiB: 35 KB/s) is
+      // ample for a real client and ends a slowloris request that trickles bytes to stay active.
+      requestTimeoutMs: int('SYNCSTORE_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),
+      // Behind a proxy that keeps idle connections longer (an AWS ALB: 60 s), set this above it.
+      keepAliveTimeoutMs: int('SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS', 10_000, 1000, 3_600_000),
+    },
     shutdownGraceMs: int('SYNCSTORE_SHUTDOWN_GRACE_MS', 10_000, 100, 600_000),
     runs: {
       concurrency: int('SYNCSTORE_RUN_CONCURRENCY', 4, 1, 256),

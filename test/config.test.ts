@@ -29,6 +29,8 @@ describe('loadConfig', () => {
       logLevel: 'info',
       maxPageBytes: 10 * 1024 * 1024,
       bodyLimitBytes: 1024 * 1024,
+      pageMemoryBytes: 64 * 1024 * 1024,
+      http: { idleTimeoutMs: 30_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 10_000 },
     })
     expect(Object.isFrozen(config)).toBe(true)
   })
@@ -69,10 +71,20 @@ describe('loadConfig', () => {
         SYNCSTORE_ENCRYPTION_KEY: key.toString('base64'),
         NANGO_SECRET_KEY_DEV: dev.toUpperCase(),
         NANGO_SECRET_KEY_STAGING: randomUUID(),
+        SYNCSTORE_PAGE_MEMORY_BYTES: String(256 * 1024 * 1024),
+        SYNCSTORE_IDLE_TIMEOUT_MS: '5000',
+        SYNCSTORE_REQUEST_TIMEOUT_MS: '2000',
+        SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS: '65000',
       },
       CWD,
     )
-    expect(config).toMatchObject({ port: 8080, host: '0.0.0.0', logLevel: 'debug' })
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '0.0.0.0',
+      logLevel: 'debug',
+      pageMemoryBytes: 256 * 1024 * 1024,
+      http: { idleTimeoutMs: 5000, requestTimeoutMs: 2000, keepAliveTimeoutMs: 65_000 },
+    })
     expect(config.encryptionKey?.equals(key)).toBe(true)
     expect(config.bootstrapKeys).toContainEqual({ environment: 'dev', key: dev })
     expect(config.bootstrapKeys.map((k) => k.environment).sort()).toEqual(['dev', 'staging'])
@@ -118,6 +130,10 @@ describe('loadConfig', () => {
     ['NANGO_SECRET_KEY_PROD', '123e4567-e89b-12d3-a456-426614174000'], // a UUID, but v1
     ['NANGO_SECRET_KEY_BAD!ENV', randomUUID()],
     ['SYNCSTORE_MAX_PAGE_BYTES', '1mb'],
+    ['SYNCSTORE_PAGE_MEMORY_BYTES', '1000'],
+    ['SYNCSTORE_IDLE_TIMEOUT_MS', '0'],
+    ['SYNCSTORE_REQUEST_TIMEOUT_MS', '2.5s'],
+    ['SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS', '-1'],
   ])('rejects %s=%s', (name, value) => {
     expect(problemsOf({ [name]: value })).toEqual([expect.stringContaining(name)])
   })

@@ -35,6 +35,8 @@ export interface Page {
   records: RecordRow[]
   /** More records follow the last one returned (next_cursor is then set). */
   hasMore: boolean
+  /** The dataset's largest record (`datasets.max_size_bytes`) when the page was read; 0 when empty. */
+  maxRecordBytes: number
 }
 
 function actionFilter(actions: ReadonlySet<Action> | undefined): RawBuilder<boolean> | undefined {
@@ -103,6 +105,7 @@ export async function readPage(
     deleted_at: string | null
     pruned_at: string | null
     fits: boolean
+    max_size: number
   }>`${sql.raw(PREPARED)}
     WITH d AS (
       SELECT c.id AS connection, coalesce(ds.max_size_bytes, 0) AS max_size
@@ -112,7 +115,7 @@ export async function readPage(
         AND c.connection_id = ${target.connectionId}
     )
     SELECT p.id, p.external_id, p.payload, p.first_seen_at::text, p.last_modified_at::text, p.deleted_at::text,
-           p.pruned_at::text, true AS fits
+           p.pruned_at::text, true AS fits, d.max_size
     FROM d LEFT JOIN LATERAL (
       SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
       FROM records r
@@ -123,7 +126,7 @@ export async function readPage(
     WHERE ${small}
     UNION ALL
     SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at::text, p.last_modified_at::text,
-           p.deleted_at::text, p.pruned_at::text, p.fits
+           p.deleted_at::text, p.pruned_at::text, p.fits, d.max_size
     FROM d LEFT JOIN LATERAL (
       SELECT w.*, w.running <= ${q.maxBytes} OR w.running = w.size_bytes AS fits
       FROM (
@@ -142,6 +145,7 @@ export async function readPage(
     WHERE NOT ${small}`.execute(db)
 
   if (rows.length === 0) return null
+  const maxRecordBytes = rows[0]!.max_size
   const records: RecordRow[] = []
   let hasMore = false
   for (const row of rows) {
@@ -160,5 +164,23 @@ export async function readPage(
       prunedAt: row.pruned_at,
     })
   }
-  return { records, hasMore }
+  return { records, hasMore, maxRecordBytes }
+}
+
+/**
+ * The dataset's largest record (`datasets.max_size_bytes`), to size a page before reading it; 0 for
+ * a dataset that does not exist (yet), or a connection that does not.
+ */
+export async function largestRecordBytes(db: Queryable, target: PageTarget): Promise<number> {
+  const row = await db
+    .selectFrom('connections as c')
+    .innerJoin('datasets as ds', 'ds.connection_id', 'c.id')
+    .select('ds.max_size_bytes')
+    .where('c.environment_id', '=', target.environmentId)
+    .where('c.provider_config_key', '=', target.providerConfigKey)
+    .where('c.connection_id', '=', target.connectionId)
+    .where('ds.model', '=', target.model)
+    .where('ds.variant', '=', target.variant)
+    .executeTakeFirst()
+  return row?.max_size_bytes ?? 0
 }

@@ -1,4 +1,7 @@
+import type { ServerResponse } from 'node:http'
+
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 
 import { findConnectionRef } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
@@ -9,7 +12,8 @@ import { type CursorPosition, decodeCursor, isStorableTimestamp } from './cursor
 import { BASE_VARIANT, type Dataset } from './datasets.ts'
 import { renderPage } from './format.ts'
 import { pruneRecords } from './prune.ts'
-import { type Action, readPage } from './read.ts'
+import { PageMemory, RecordSizeHints, type Reservation } from './page-memory.ts'
+import { type Action, largestRecordBytes, type PageTarget, readPage } from './read.ts'
 import { ConnectionHeaders, GetRecordsQuery, PruneBody, PruneResponse, RecordsPage } from './schemas.ts'
 
 export interface RecordRoutesOptions {
@@ -17,7 +21,21 @@ export interface RecordRoutesOptions {
   sealer: Sealer
   /** SYNCSTORE_MAX_PAGE_BYTES: no GET /records response is larger (one record always fits). */
   maxPageBytes: number
+  /** SYNCSTORE_PAGE_MEMORY_BYTES: GET /records bodies this process holds at once. */
+  pageMemoryBytes: number
 }
+
+/**
+ * How long a page waits for room in the page memory before it is 503: a 10 MiB page to a client
+ * reading at 50 Mbit/s is gone in under 2 s, so a page that waits longer waits for clients that are
+ * not reading, whose sockets the idle timeout closes much later. Retry-After says the same.
+ */
+const PAGE_WAIT_MS = 2000
+/**
+ * The least a page reserves: an empty page, or a few ordinary records of a dataset that was empty
+ * when its hint was taken (the page is cut at the reservation, so a hint of 0 would mean one record).
+ */
+const MIN_PAGE_RESERVATION = 64 * 1024
 
 const unknownConnection = () =>
   new HttpError(
@@ -34,8 +52,31 @@ function cursorParam(value: string, name: string): CursorPosition {
 
 export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = async (
   app,
-  { db, sealer, maxPageBytes },
+  { db, sealer, maxPageBytes, pageMemoryBytes },
 ) => {
+  const memory = new PageMemory(pageMemoryBytes, PAGE_WAIT_MS)
+  const hints = new RecordSizeHints()
+
+  /**
+   * Reserves the page's bytes before it is read: (limit + 1) x the dataset's largest record, capped
+   * at the page byte budget. The page is then read with the reservation as its byte budget, so it
+   * can never be larger than what was reserved (but for the one record a page always returns).
+   */
+  async function reservePage(
+    target: PageTarget,
+    limit: number,
+    closed: AbortSignal,
+  ): Promise<{ held: Reservation; bytes: number } | null> {
+    const recordBytes = hints.get(hintKey(target)) ?? (await largestRecordBytes(db.kysely, target))
+    const bytes = Math.min(
+      maxPageBytes,
+      memory.largest,
+      Math.max(MIN_PAGE_RESERVATION, (limit + 1) * recordBytes),
+    )
+    const held = await memory.reserve(bytes, closed)
+    return held && { held, bytes }
+  }
+
   /** The dataset a request names, or a 400 when its connection is not in the key's environment. */
   async function datasetOf(
     environmentId: number,
@@ -60,7 +101,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       schema: {
         querystring: GetRecordsQuery,
         headers: ConnectionHeaders,
-        response: { 200: RecordsPage, ...errors(400, 401, 403, 415) },
+        response: { 200: RecordsPage, ...errors(400, 401, 403, 415, 503) },
       },
     },
     async (request, reply) => {
@@ -74,29 +115,45 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         }
       }
       const after = q.cursor === undefined ? undefined : cursorParam(q.cursor, 'cursor')
-      const page = await readPage(
-        db.kysely,
-        sealer,
-        {
-          environmentId: request.principal.environmentId,
-          providerConfigKey: request.headers['provider-config-key'],
-          connectionId: request.headers['connection-id'],
-          model: q.model,
-          variant: q.variant ?? BASE_VARIANT,
-        },
-        {
+      const target: PageTarget = {
+        environmentId: request.principal.environmentId,
+        providerConfigKey: request.headers['provider-config-key'],
+        connectionId: request.headers['connection-id'],
+        model: q.model,
+        variant: q.variant ?? BASE_VARIANT,
+      }
+      const limit = q.limit ?? 100
+      const closed = closedSignal(reply.raw)
+      const reserved = await reservePage(target, limit, closed)
+      if (!reserved) throw serverBusy(reply)
+      const { held } = reserved
+      // Held until the response has gone out or its socket closed (the idle timeout closes a
+      // socket whose client stopped reading), whichever comes first.
+      if (closed.aborted) held.release()
+      else closed.addEventListener('abort', held.release, { once: true })
+      try {
+        const page = await readPage(db.kysely, sealer, target, {
           after,
           modifiedAfter: q.delta ?? q.modified_after,
           actions: q.filter ? new Set(q.filter.toLowerCase().split(',') as Action[]) : undefined,
           externalIds: q.ids,
-          limit: q.limit ?? 100,
-          maxBytes: maxPageBytes,
-        },
-      )
-      if (!page) throw unknownConnection()
-      // Already-serialised JSON, bypassing the 200 serializer. As a Buffer, not a string: Node would
-      // otherwise measure the text, then copy it once more to put the headers in front of it.
-      return reply.type('application/json; charset=utf-8').send(Buffer.from(renderPage(page)) as never)
+          limit,
+          maxBytes: reserved.bytes,
+        })
+        if (!page) throw unknownConnection()
+        hints.set(hintKey(target), page.maxRecordBytes)
+        // Already-serialised JSON, bypassing the 200 serializer. As a Buffer, not a string: Node would
+        // otherwise measure the text, then copy it once more to put the headers in front of it.
+        const body = Buffer.from(renderPage(page))
+        held.resize(body.length)
+        // One write. While the socket takes any of it, Node holds off the idle timeout (net.Socket
+        // compares its write queue between timeouts), so a slow reader gets the whole page and a
+        // reader that takes nothing is cut off after SYNCSTORE_IDLE_TIMEOUT_MS.
+        return reply.type('application/json; charset=utf-8').send(body as never)
+      } catch (err) {
+        held.release()
+        throw err
+      }
     },
   )
 
@@ -118,5 +175,26 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       const { count, hasMore } = await pruneRecords(db.kysely, ds, until, body.limit ?? 1000)
       return { count, has_more: hasMore }
     },
+  )
+}
+
+const hintKey = (t: PageTarget) =>
+  JSON.stringify([t.environmentId, t.providerConfigKey, t.connectionId, t.model, t.variant])
+
+/** Aborts when the response is done or its socket has closed ('close' comes after either). */
+function closedSignal(res: ServerResponse): AbortSignal {
+  const controller = new AbortController()
+  if (res.closed) controller.abort()
+  else res.once('close', () => controller.abort())
+  return controller.signal
+}
+
+/** The connection is closed after the 503: a client holding many sockets gets fewer. */
+function serverBusy(reply: FastifyReply): HttpError {
+  void reply.header('retry-after', String(PAGE_WAIT_MS / 1000)).header('connection', 'close')
+  return new HttpError(
+    503,
+    'server_busy',
+    'The server is sending as many large pages as its memory allows; retry, or ask for a smaller limit',
   )
 }
