@@ -16,7 +16,10 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimitBytes: numb
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const http = toHttpError(error, request, bodyLimitBytes)
     if (http) {
-      if (http.statusCode >= 500) request.log.error({ err: error }, 'request failed: %s', http.code)
+      // A 503 (database down, server busy) is a condition, not a bug: one line each, no stack,
+      // or an outage would write a stack trace for every request it refuses.
+      if (http.statusCode === 503) request.log.warn({ code: http.code }, 'request refused: %s', http.message)
+      else if (http.statusCode >= 500) request.log.error({ err: error }, 'request failed: %s', http.code)
       if (http.statusCode === 401) void reply.header('WWW-Authenticate', 'Bearer')
       return reply.code(http.statusCode).send(http.toBody())
     }
