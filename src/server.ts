@@ -10,13 +10,13 @@ import type { BootstrapKey } from './http/auth.ts'
 import type { Logger } from './logger.ts'
 import { type Loop, startLoop } from './loop.ts'
 import { runRetention } from './records/retention.ts'
-import { SyncExecutor } from './runtime/executor.ts'
+import { SyncExecutor } from './runs/execute.ts'
 import { WorkerPool } from './runtime/pool.ts'
 import { Dispatcher } from './scheduler/dispatcher.ts'
 import { localWakeups, postgresWakeups, type Wakeups } from './scheduler/wakeups.ts'
 import { type Definitions, loadDefinitions } from './syncs/definitions.ts'
 import { provisionSyncs } from './syncs/provision.ts'
-import { deliverDue, queueSyncWebhooks } from './webhooks/deliver.ts'
+import { deliverDue } from './webhooks/deliver.ts'
 
 export interface Server {
   app: FastifyInstance
@@ -25,7 +25,10 @@ export interface Server {
   dispatcher: Dispatcher
   /** Gives a connection the syncs of its integration (connections created outside the API). */
   provision(connectionId: number): Promise<void>
-  /** Ordered and bounded: stop taking runs (running ones finish or are released), stop the loops, close HTTP. */
+  /**
+   * Ordered and bounded: HTTP stops taking requests while the dispatcher stops taking runs (running
+   * ones get `graceMs` to finish, then are released); then the background loops stop, then the workers.
+   */
   close(graceMs: number): Promise<void>
 }
 
@@ -57,14 +60,7 @@ export async function startServer(deps: {
   })
   // Each warm worker is a V8 isolate of its own (tens of MB): keep them only when there is something to run.
   if (definitions.integrations.size > 0) pool.warm()
-  const executor = new SyncExecutor({
-    db: db.kysely,
-    sealer,
-    logger,
-    pool,
-    definitions: () => definitions,
-    onSuccess: queueSyncWebhooks(sealer),
-  })
+  const executor = new SyncExecutor({ db: db.kysely, sealer, pool, definitions: () => definitions })
   const dispatcher = new Dispatcher({
     db: db.kysely,
     wakeups,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 
-import { listRunLogs } from '../runtime/logs.ts'
+import { listRunLogs } from '../runs/logs.ts'
 import { envOption, parse, requireEnvironment } from './args.ts'
 import { CommandError, type CliContext, table, UsageError } from './context.ts'
 

@@ -4,7 +4,7 @@ import type { Database, Queryable } from '../db/database.ts'
 
 /**
  * Runs first in a write's transaction; throws to refuse the write. A sync run passes one that
- * checks it still holds its lease (src/runtime/guard.ts).
+ * checks it still holds its lease (assertHoldsRun in src/runs/lease.ts).
  */
 export type WriteGuard = (trx: Transaction<Database>) => Promise<void>
 

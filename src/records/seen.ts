@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/database.ts'
 import type { Dataset } from './datasets.ts'
 
-/** Notes ids as seen in the dataset's open delete-tracking window (see track-deletes.ts). */
+/** Notes ids as seen in the dataset's open delete-tracking window (see trackDeletesStart in delete.ts). */
 export async function markSeen(
   trx: Queryable,
   ds: Dataset,

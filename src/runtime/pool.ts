@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads'
 
 import type { Logger } from '../logger.ts'
-import type { NangoMethod, RunInfo, ToMain, ToWorker } from './protocol.ts'
+import { answerCall, type NangoHandlers, type RunInfo, type ToMain, type ToWorker } from './protocol.ts'
 
 /** Why a sync function did not complete; `message` is what the run's log and status show. */
 export class RunFailure extends Error {
@@ -72,14 +72,9 @@ export class WorkerPool {
 
   /**
    * Runs the function in `file` and resolves when it completes. Calls it makes on `nango` go to
-   * `handle`. Rejects with RunFailure when it throws, overruns, runs out of memory, or `signal` aborts.
+   * `handlers`. Rejects with RunFailure when it throws, overruns, runs out of memory, or `signal` aborts.
    */
-  async run(
-    file: string,
-    run: RunInfo,
-    handle: (method: NangoMethod, args: unknown[]) => Promise<unknown>,
-    signal: AbortSignal,
-  ): Promise<void> {
+  async run(file: string, run: RunInfo, handlers: NangoHandlers, signal: AbortSignal): Promise<void> {
     if (this.closed) throw new RunFailure('The server is shutting down')
     const pooled = this.idle.pop() ?? this.spawn()
     await pooled.ready
@@ -110,7 +105,7 @@ export class WorkerPool {
         }
         const onMessage = (m: ToMain) => {
           if (m.type === 'call') {
-            handle(m.method, m.args).then(
+            answerCall(handlers, m).then(
               (result) => worker.postMessage({ type: 'reply', id: m.id, result } satisfies ToWorker),
               (err: Error) =>
                 worker.postMessage({

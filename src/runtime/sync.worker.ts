@@ -1,7 +1,16 @@
 import { pathToFileURL } from 'node:url'
 import { parentPort } from 'node:worker_threads'
 
-import type { NangoMethod, RunInfo, ToMain, ToWorker } from './protocol.ts'
+import type {
+  NangoArgs,
+  NangoCall,
+  NangoMethod,
+  NangoResult,
+  ProxyConfig,
+  RunInfo,
+  ToMain,
+  ToWorker,
+} from './protocol.ts'
 
 /**
  * Worker task: runs sync functions, one at a time. The `nango` object it hands to `exec` holds no
@@ -14,16 +23,15 @@ let nextCall = 1
 
 const post = (message: ToMain) => port.postMessage(message)
 
-function call(method: NangoMethod, args: unknown[]): Promise<unknown> {
+function call<M extends NangoMethod>(method: M, ...args: NangoArgs<M>): Promise<NangoResult<M>> {
   const id = nextCall++
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject })
-    post({ type: 'call', id, method, args })
+    pending.set(id, { resolve: resolve as (value: unknown) => void, reject })
+    post({ type: 'call', id, method, args } as NangoCall)
   })
 }
 
-type Config = { endpoint: string; params?: unknown; headers?: unknown; data?: unknown; retries?: number }
-const http = (method: string) => (config: Config) => call('proxy', [{ ...config, method }])
+const http = (method: string) => (config: ProxyConfig) => call('proxy', { ...config, method })
 
 function createNango(run: RunInfo) {
   return {
@@ -32,19 +40,19 @@ function createNango(run: RunInfo) {
     variant: run.variant,
     syncName: run.syncName,
     lastSyncDate: run.lastSyncDate === null ? undefined : new Date(run.lastSyncDate),
-    batchSave: (records: unknown[], model: string) => call('batchSave', [asJson(records), model]),
-    batchSend: (records: unknown[], model: string) => call('batchSave', [asJson(records), model]),
-    batchUpdate: (records: unknown[], model: string) => call('batchUpdate', [asJson(records), model]),
-    batchDelete: (records: unknown[], model: string) => call('batchDelete', [asJson(records), model]),
-    trackDeletesStart: (model: string) => call('trackDeletesStart', [model]),
-    trackDeletesEnd: (model: string) => call('trackDeletesEnd', [model]),
-    getCheckpoint: () => call('getCheckpoint', []),
+    batchSave: (records: unknown[], model: string) => call('batchSave', asJson(records), model),
+    batchSend: (records: unknown[], model: string) => call('batchSave', asJson(records), model),
+    batchUpdate: (records: unknown[], model: string) => call('batchUpdate', asJson(records), model),
+    batchDelete: (records: unknown[], model: string) => call('batchDelete', asJson(records), model),
+    trackDeletesStart: (model: string) => call('trackDeletesStart', model),
+    trackDeletesEnd: (model: string) => call('trackDeletesEnd', model),
+    getCheckpoint: () => call('getCheckpoint'),
     saveCheckpoint: (checkpoint: Record<string, unknown>) =>
-      call('saveCheckpoint', [normaliseCheckpoint(checkpoint)]),
-    clearCheckpoint: () => call('clearCheckpoint', []),
-    getMetadata: () => call('getMetadata', []),
-    getConnection: () => call('getConnection', []),
-    getEnvironmentVariables: () => call('getEnvironmentVariables', []),
+      call('saveCheckpoint', normaliseCheckpoint(checkpoint)),
+    clearCheckpoint: () => call('clearCheckpoint'),
+    getMetadata: () => call('getMetadata'),
+    getConnection: () => call('getConnection'),
+    getEnvironmentVariables: () => call('getEnvironmentVariables'),
     // Nango's rule: a last argument that is an object with a `level` is the options, so both
     // log(msg, { level: 'error' }) and log(msg, payload, { level: 'error' }) set the level.
     log: (message: unknown, ...rest: unknown[]) => {
@@ -53,13 +61,14 @@ function createNango(run: RunInfo) {
         last !== null && typeof last === 'object' && 'level' in last
           ? (rest.pop() as { level?: string })
           : undefined
-      return call('log', [
+      return call(
+        'log',
         typeof message === 'string' ? message : JSON.stringify(message),
         rest[0] ?? null,
         options?.level ?? 'info',
-      ])
+      )
     },
-    proxy: (config: Config & { method?: string }) => call('proxy', [config]),
+    proxy: (config: ProxyConfig) => call('proxy', config),
     get: http('GET'),
     post: http('POST'),
     put: http('PUT'),

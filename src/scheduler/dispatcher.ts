@@ -1,34 +1,19 @@
 import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
 import type { Logger } from '../logger.ts'
 import { type Loop, startLoop } from '../loop.ts'
-import {
-  type ClaimedRun,
-  claimRuns,
-  expireRuns,
-  finishRun,
-  hasWaitingRun,
-  heartbeat,
-  requestRun,
-  type RunOutcome,
-} from './runs.ts'
+import { completeRun } from '../runs/complete.ts'
+import type { RunExecutor } from '../runs/execute.ts'
+import { type ClaimedRun, expireRuns, heartbeat } from '../runs/lease.ts'
+import type { RunOutcome } from '../runs/states.ts'
+import { claimRuns, hasWaitingRun, requestRun } from './run-queue.ts'
 import { materializeDueRuns } from './schedules.ts'
 import type { Wakeups } from './wakeups.ts'
-
-/** What a finished run reports; `commit` runs in the transaction that records success. */
-export interface ExecutionResult extends RunOutcome {
-  commit?: (trx: Transaction<Database>) => Promise<void>
-}
-
-/** Executes claimed runs. `signal` aborts one (its lease was lost, or the server is stopping). */
-export interface RunExecutor {
-  execute(run: ClaimedRun, signal: AbortSignal): Promise<ExecutionResult>
-}
 
 export interface DispatcherOptions {
   db: Kysely<Database>
@@ -46,7 +31,8 @@ export interface DispatcherOptions {
 
 /**
  * The worker of one instance: claims due runs (SKIP LOCKED, so every instance can run one),
- * executes them, renews their heartbeats and expires runs whose worker died anywhere.
+ * launches them (runs/execute.ts), records their end (runs/complete.ts), renews their heartbeats
+ * and expires runs whose worker died anywhere.
  */
 export class Dispatcher {
   readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
@@ -128,15 +114,15 @@ export class Dispatcher {
     const controller = new AbortController()
     const entry = { run, controller, done: Promise.resolve(), ended: false }
     entry.done = (async () => {
-      let result: ExecutionResult
+      let outcome: RunOutcome
       try {
-        result = await this.o.executor.execute(run, controller.signal)
+        outcome = await this.o.executor.execute(run, controller.signal)
       } catch (err) {
-        result = { state: 'FAILED', error: (err as Error).message }
+        outcome = { state: 'FAILED', error: (err as Error).message }
       }
       entry.ended = true
       if (controller.signal.aborted && this.stopping) return // released by stop()
-      await this.finish(run, result)
+      await this.finish(run, outcome)
     })()
       .catch((err: unknown) =>
         this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run'),
@@ -148,25 +134,24 @@ export class Dispatcher {
     this.active.set(run.id, entry)
   }
 
-  private async finish(run: ClaimedRun, result: ExecutionResult): Promise<void> {
+  private async finish(run: ClaimedRun, outcome: RunOutcome): Promise<void> {
     // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
-    // again anyway (the compare-and-set in finishRun then refuses this late end).
-    const record = (outcome: ExecutionResult) =>
+    // again anyway (the compare-and-set in completeRun then refuses this late end).
+    const record = (ended: RunOutcome) =>
       withRetries(
         () =>
-          this.o.db.transaction().execute(async (trx) => {
-            const ok = await finishRun(trx, run, outcome)
-            if (ok && outcome.commit) await outcome.commit(trx)
-            return { accepted: ok, followUp: await hasWaitingRun(trx, run.syncId) }
-          }),
+          this.o.db.transaction().execute(async (trx) => ({
+            accepted: await completeRun(trx, run, ended),
+            followUp: await hasWaitingRun(trx, run.syncId),
+          })),
         { outageMs: this.o.heartbeatTimeoutMs },
       )
     let recorded
     try {
-      recorded = await record(result)
+      recorded = await record(outcome)
     } catch (err) {
-      // The success could not be recorded (its commit step failed): say so, rather than leave the
-      // run STARTED until it expires and runs again.
+      // The success could not be recorded (stamping it or queueing its webhooks failed): say so,
+      // rather than leave the run STARTED until it expires and runs again.
       this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run')
       recorded = await record({
         state: 'FAILED',
@@ -233,7 +218,7 @@ export class Dispatcher {
 
   private async release(run: ClaimedRun): Promise<void> {
     await this.o.db.transaction().execute(async (trx) => {
-      const released = await finishRun(trx, run, {
+      const released = await completeRun(trx, run, {
         state: 'CANCELLED',
         error: 'Interrupted: the server shut down; run again',
       })

@@ -87,13 +87,3 @@ export async function materializeDueRuns(db: Queryable, limit: number): Promise<
     RETURNING id`.execute(db)
   return rows.length
 }
-
-/** When the earliest started schedule is due (null when none is), so a worker can sleep until then. */
-export async function nextDueAt(db: Queryable): Promise<Date | null> {
-  const row = await db
-    .selectFrom('schedules')
-    .select((eb) => eb.fn.min('next_due_at').as('next'))
-    .where('state', '=', 'STARTED')
-    .executeTakeFirst()
-  return (row?.next as Date | null | undefined) ?? null
-}

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
-import { cancelRuns } from '../scheduler/runs.ts'
+import { cancelRuns } from '../runs/states.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import type { Definitions } from './definitions.ts'
 

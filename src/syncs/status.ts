@@ -2,8 +2,9 @@ import { sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Queryable } from '../db/database.ts'
+import { readCheckpoint } from '../runs/checkpoints.ts'
 import type { Definitions } from './definitions.ts'
-import { readCheckpoint, type SyncRow } from './store.ts'
+import type { SyncRow } from './store.ts'
 
 type Counts = Record<string, { added: number; updated: number; deleted: number }>
 

@@ -1,6 +1,5 @@
 import { sql } from 'kysely'
 
-import { type Sealer, openJson, sealJson } from '../crypto.ts'
 import type { Queryable } from '../db/database.ts'
 
 export interface SyncRow {
@@ -128,61 +127,4 @@ export async function setSyncFrequency(db: Queryable, id: string, frequency: str
 
 export async function setLastSyncDate(db: Queryable, id: string, date: Date | null): Promise<void> {
   await db.updateTable('syncs').set({ last_sync_date: date }).where('id', '=', id).execute()
-}
-
-// --- checkpoints: one flat object per sync, sealed, with optimistic versions ---
-
-export interface Checkpoint {
-  value: Record<string, unknown>
-  version: number
-}
-
-export async function readCheckpoint(
-  db: Queryable,
-  sealer: Sealer,
-  syncId: string,
-): Promise<Checkpoint | null> {
-  const row = await db
-    .selectFrom('checkpoints')
-    .select(['checkpoint', 'version'])
-    .where('sync_id', '=', syncId)
-    .executeTakeFirst()
-  return row
-    ? { value: openJson<Record<string, unknown>>(sealer, row.checkpoint), version: row.version }
-    : null
-}
-
-/**
- * Writes a checkpoint if nobody wrote one since `expectedVersion` was read (null: none existed).
- * Returns the new version, or null on a conflict.
- */
-export async function writeCheckpoint(
-  db: Queryable,
-  sealer: Sealer,
-  syncId: string,
-  value: Record<string, unknown>,
-  expectedVersion: number | null,
-): Promise<number | null> {
-  const sealed = sealJson(sealer, value)
-  if (expectedVersion === null) {
-    const row = await db
-      .insertInto('checkpoints')
-      .values({ sync_id: syncId, checkpoint: sealed, version: 1 })
-      .onConflict((oc) => oc.column('sync_id').doNothing())
-      .returning('version')
-      .executeTakeFirst()
-    return row?.version ?? null
-  }
-  const row = await db
-    .updateTable('checkpoints')
-    .set({ checkpoint: sealed, version: sql`version + 1`, updated_at: new Date() })
-    .where('sync_id', '=', syncId)
-    .where('version', '=', expectedVersion)
-    .returning('version')
-    .executeTakeFirst()
-  return row?.version ?? null
-}
-
-export async function clearCheckpoint(db: Queryable, syncId: string): Promise<void> {
-  await db.deleteFrom('checkpoints').where('sync_id', '=', syncId).execute()
 }

@@ -1,34 +1,56 @@
 import { createHash, createHmac } from 'node:crypto'
 
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
-import type { Database } from '../db/database.ts'
+import type { Database, Queryable } from '../db/database.ts'
 import type { Logger } from '../logger.ts'
-import type { RunSummary } from '../runtime/executor.ts'
-import { claimDeliveries, enqueueDelivery, getWebhook, markAttemptFailed, markDelivered } from './store.ts'
+import {
+  claimDeliveries,
+  enqueueDelivery,
+  getWebhook,
+  getWebhookUrl,
+  markAttemptFailed,
+  markDelivered,
+} from './store.ts'
+
+/** What a successful run's webhooks announce (runs/complete.ts fills it in). */
+export interface SyncRunSummary {
+  runId: number
+  environmentId: number
+  /** the connection's public id */
+  connectionId: string
+  providerConfigKey: string
+  syncName: string
+  variant: string
+  type: 'full' | 'incremental'
+  /** Per model of the run; a webhook goes out for each one that changed */
+  counts: Record<string, { added: number; updated: number; deleted: number }>
+  /** Start of the earliest run since the previous success (Nango: this run's start) */
+  modifiedAfter: Date
+}
 
 /**
  * Nango's sync webhook body for one model of a run (packages/webhooks/lib/sync.ts), with its keys
  * in sorted order as Nango's stable stringify writes them, so signatures match byte for byte.
  */
-export function syncWebhookBody(summary: RunSummary, model: string): string {
+export function syncWebhookBody(summary: SyncRunSummary, model: string): string {
   const counts = summary.counts[model] ?? { added: 0, updated: 0, deleted: 0 }
   // Usually this run's start; earlier when runs failed since the last success, so a consumer that
   // reads GET /records?modified_after= also gets what those runs wrote.
   const modifiedAfter = summary.modifiedAfter.toISOString()
   return JSON.stringify({
-    connectionId: summary.sync.connection,
+    connectionId: summary.connectionId,
     from: 'nango',
     model,
     modifiedAfter,
-    providerConfigKey: summary.sync.providerConfigKey,
+    providerConfigKey: summary.providerConfigKey,
     queryTimeStamp: modifiedAfter,
     responseResults: { added: counts.added, deleted: counts.deleted, updated: counts.updated },
     success: true,
-    syncName: summary.sync.name,
+    syncName: summary.syncName,
     syncType: summary.type === 'incremental' ? 'INCREMENTAL' : 'INITIAL',
-    syncVariant: summary.sync.variant,
+    syncVariant: summary.variant,
     type: 'sync',
   })
 }
@@ -42,22 +64,21 @@ export function signatureHeaders(secret: string, body: string): Record<string, s
 }
 
 /**
- * After a successful run, in the same transaction: one webhook per model that changed, to the
- * environment's URL (none configured: nothing to send).
+ * After a successful run, in the transaction that records it: one webhook per model that changed,
+ * to the environment's URL (none configured: nothing to send). Only the URL is read here: the body
+ * is signed when it is delivered, with the secret of that moment.
  */
-export function queueSyncWebhooks(sealer: Sealer) {
-  return async (trx: Transaction<Database>, summary: RunSummary): Promise<void> => {
-    const settings = await getWebhook(trx, sealer, summary.sync.environmentId)
-    if (!settings) return
-    for (const [model, c] of Object.entries(summary.counts)) {
-      if (c.added + c.updated + c.deleted === 0) continue
-      await enqueueDelivery(trx, {
-        environmentId: summary.sync.environmentId,
-        runId: summary.run.id,
-        url: settings.url,
-        body: syncWebhookBody(summary, model),
-      })
-    }
+export async function queueSyncWebhooks(trx: Queryable, summary: SyncRunSummary): Promise<void> {
+  const url = await getWebhookUrl(trx, summary.environmentId)
+  if (!url) return
+  for (const [model, c] of Object.entries(summary.counts)) {
+    if (c.added + c.updated + c.deleted === 0) continue
+    await enqueueDelivery(trx, {
+      environmentId: summary.environmentId,
+      runId: summary.runId,
+      url,
+      body: syncWebhookBody(summary, model),
+    })
   }
 }
 

@@ -45,6 +45,16 @@ export async function getWebhook(
   return row && { url: row.url, secret: openJson<string>(sealer, row.secret) }
 }
 
+/** The environment's webhook URL alone: queueing a delivery needs no secret (it is signed when sent). */
+export async function getWebhookUrl(db: Queryable, environmentId: number): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('webhook_settings')
+    .select('url')
+    .where('environment_id', '=', environmentId)
+    .executeTakeFirst()
+  return row?.url
+}
+
 /** Stops sending webhooks; deliveries still waiting are marked failed rather than retried for hours. */
 export async function removeWebhook(db: Queryable, environmentId: number): Promise<boolean> {
   await db

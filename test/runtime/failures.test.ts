@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
-import { listRunLogs } from '../../src/runtime/logs.ts'
+import { listRunLogs } from '../../src/runs/logs.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 import { killAll, runCli } from '../helpers/process.ts'
 import { startTestServer, type TestServer, waitFor } from '../helpers/server.ts'

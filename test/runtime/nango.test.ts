@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
-import { listRunLogs } from '../../src/runtime/logs.ts'
+import { listRunLogs } from '../../src/runs/logs.ts'
 import { startTestServer, type TestServer } from '../helpers/server.ts'
 import {
   api,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { setVariable } from '../../src/environments/variables-store.ts'
-import { listRunLogs, type RunLogLine } from '../../src/runtime/logs.ts'
+import { listRunLogs, type RunLogLine } from '../../src/runs/logs.ts'
 import { startTestServer, type TestServer } from '../helpers/server.ts'
 import { connect, records, type RunRow, status } from './harness.ts'
 

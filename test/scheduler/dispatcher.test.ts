@@ -2,11 +2,15 @@ import { sql } from 'kysely'
 import { pino } from 'pino'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 
+import { createSealer } from '../../src/crypto.ts'
+import { ensureEnvironment } from '../../src/environments/store.ts'
 import { createLogger } from '../../src/logger.ts'
-import { Dispatcher, type DispatcherOptions, type ExecutionResult } from '../../src/scheduler/dispatcher.ts'
-import type { ClaimedRun } from '../../src/scheduler/runs.ts'
-import { requestRun } from '../../src/scheduler/runs.ts'
+import type { ClaimedRun } from '../../src/runs/lease.ts'
+import type { RunOutcome } from '../../src/runs/states.ts'
+import { Dispatcher, type DispatcherOptions } from '../../src/scheduler/dispatcher.ts'
+import { requestRun } from '../../src/scheduler/run-queue.ts'
 import { localWakeups, postgresWakeups, type Wakeups } from '../../src/scheduler/wakeups.ts'
+import { removeWebhook, setWebhook } from '../../src/webhooks/store.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 import { waitFor } from '../helpers/server.ts'
 import { createSyncFixture, runRows } from './fixtures.ts'
@@ -34,7 +38,7 @@ afterEach(async () => {
   await sql`UPDATE runs SET state = 'CANCELLED' WHERE state IN ('CREATED', 'STARTED')`.execute(db)
 })
 
-type Execute = (run: ClaimedRun, signal: AbortSignal) => Promise<ExecutionResult>
+type Execute = (run: ClaimedRun, signal: AbortSignal) => Promise<RunOutcome>
 
 async function startDispatcher(execute: Execute, options: Partial<DispatcherOptions> = {}) {
   dispatcher = new Dispatcher({
@@ -155,33 +159,53 @@ it('stop(grace) releases a run that outlives the grace: CANCELLED, and the same 
   expect((await runRows(db, sync.syncId)).map((r) => r.state)).toEqual(['CANCELLED', 'CREATED'])
 })
 
+/** The dev environment's webhook URL, for the tests of what a recorded success queues. */
+async function withWebhook(test: (environmentId: number) => Promise<void>): Promise<void> {
+  const env = await ensureEnvironment(db, 'dev')
+  await setWebhook(db, createSealer(null), env.id, 'http://127.0.0.1:9/hook')
+  try {
+    await test(env.id)
+  } finally {
+    await removeWebhook(db, env.id)
+  }
+}
+
+const deliveriesOf = (runId: number) =>
+  db.selectFrom('webhook_deliveries').selectAll().where('run_id', '=', runId).orderBy('id').execute()
+const syncRow = (syncId: string) =>
+  db.selectFrom('syncs').selectAll().where('id', '=', syncId).executeTakeFirstOrThrow()
+
 it('a run that loses its lease is aborted at the next heartbeat, and its late success is not committed', async () => {
-  const sync = await createSyncFixture(db, { state: 'PAUSED' })
-  let signal: AbortSignal | undefined
-  let committed = false
-  await startDispatcher(async (_run, s) => {
-    signal = s
-    await new Promise((resolve) => {
-      s.addEventListener('abort', resolve)
-      setTimeout(resolve, 10_000)
+  await withWebhook(async () => {
+    const sync = await createSyncFixture(db, { state: 'PAUSED' })
+    let signal: AbortSignal | undefined
+    await startDispatcher(async (_run, s) => {
+      signal = s
+      await new Promise((resolve) => {
+        s.addEventListener('abort', resolve)
+        setTimeout(resolve, 10_000)
+      })
+      return { state: 'SUCCEEDED', result: { Thing: { added: 1, updated: 0, deleted: 0 } } }
     })
-    return { state: 'SUCCEEDED', commit: async () => void (committed = true) }
+    await requestRun(db, { ...sync, reason: 'trigger' })
+    await wakeups.notify()
+    await waitFor('run started', () => signal)
+    const t0 = performance.now()
+    await sql`UPDATE runs SET state = 'CANCELLED' WHERE sync_id = ${sync.syncId} AND state = 'STARTED'`.execute(
+      db,
+    )
+    await waitFor('aborted', () => signal!.aborted, { timeoutMs: 5_000, intervalMs: 10 })
+    console.log(
+      `[${database.target.kind}] lease lost -> abort: ${Math.round(performance.now() - t0)} ms (heartbeat every 100 ms)`,
+    )
+    expect(String(signal!.reason)).toContain('cancelled or expired')
+    await waitFor('execution over', () => dispatcher!.running === 0)
+    // None of a success's effects: no last sync date, no webhook.
+    const [run] = await runRows(db, sync.syncId)
+    expect(run).toMatchObject({ state: 'CANCELLED', result: null })
+    expect((await syncRow(sync.syncId)).last_sync_date).toBeNull()
+    expect(await deliveriesOf(run!.id)).toEqual([])
   })
-  await requestRun(db, { ...sync, reason: 'trigger' })
-  await wakeups.notify()
-  await waitFor('run started', () => signal)
-  const t0 = performance.now()
-  await sql`UPDATE runs SET state = 'CANCELLED' WHERE sync_id = ${sync.syncId} AND state = 'STARTED'`.execute(
-    db,
-  )
-  await waitFor('aborted', () => signal!.aborted, { timeoutMs: 5_000, intervalMs: 10 })
-  console.log(
-    `[${database.target.kind}] lease lost -> abort: ${Math.round(performance.now() - t0)} ms (heartbeat every 100 ms)`,
-  )
-  expect(String(signal!.reason)).toContain('cancelled or expired')
-  await waitFor('execution over', () => dispatcher!.running === 0)
-  expect(committed).toBe(false)
-  expect(await runRows(db, sync.syncId)).toMatchObject([{ state: 'CANCELLED', result: null }])
 })
 
 it('a run that ends while a heartbeat is in flight is not taken for a lost lease', async () => {
@@ -207,34 +231,48 @@ it('a run that ends while a heartbeat is in flight is not taken for a lost lease
   expect(aborted).toEqual([])
 })
 
-it('commit() runs in the transaction that records an accepted success', async () => {
-  const sync = await createSyncFixture(db, { state: 'PAUSED' })
-  let committedRun: number | undefined
-  await startDispatcher(async (run) => ({
-    state: 'SUCCEEDED',
-    commit: async (trx) => {
-      // Inside the transaction, the run is already SUCCEEDED.
-      const row = await trx
-        .selectFrom('runs')
-        .select('state')
-        .where('id', '=', run.id)
-        .executeTakeFirstOrThrow()
-      expect(row.state).toBe('SUCCEEDED')
-      await trx.updateTable('syncs').set({ frequency: 'committed' }).where('id', '=', run.syncId).execute()
-      committedRun = run.id
-    },
-  }))
-  await requestRun(db, { ...sync, reason: 'trigger' })
-  await wakeups.notify()
-  await waitFor('committed', () => committedRun)
-  await waitFor('idle', () => dispatcher!.running === 0)
-  const row = await db
-    .selectFrom('syncs')
-    .select('frequency')
-    .where('id', '=', sync.syncId)
-    .executeTakeFirstOrThrow()
-  expect(row.frequency).toBe('committed')
-  expect(await stateOf(sync.syncId)).toEqual(['SUCCEEDED'])
+it('an accepted success is recorded with its effects in one transaction: last sync date, datasets synced, webhooks', async () => {
+  await withWebhook(async () => {
+    const sync = await createSyncFixture(db, { state: 'PAUSED' })
+    await db
+      .insertInto('datasets')
+      .values([
+        { connection_id: sync.connectionId, model: 'Thing', variant: 'base' },
+        { connection_id: sync.connectionId, model: 'Other', variant: 'base' },
+      ])
+      .onConflict((oc) => oc.doNothing())
+      .execute()
+    await startDispatcher(async () => ({
+      state: 'SUCCEEDED',
+      result: { Thing: { added: 2, updated: 1, deleted: 0 }, Other: { added: 0, updated: 0, deleted: 0 } },
+    }))
+    await requestRun(db, { ...sync, reason: 'trigger' })
+    await wakeups.notify()
+    await waitFor('idle', async () => (await stateOf(sync.syncId)).join() === 'SUCCEEDED')
+    const [run] = await runRows(db, sync.syncId)
+    // now() is the transaction's start: every stamp equal to the run's end was written with it.
+    const ended = run!.ended_at!.getTime()
+    expect((await syncRow(sync.syncId)).last_sync_date).toEqual(run!.started_at)
+    const datasets = await db
+      .selectFrom('datasets')
+      .select(['model', 'last_sync_at'])
+      .where('connection_id', '=', sync.connectionId)
+      .orderBy('model')
+      .execute()
+    expect(datasets.map((d) => [d.model, d.last_sync_at?.getTime()])).toEqual([
+      ['Other', ended],
+      ['Thing', ended],
+    ])
+    // One webhook, for the model that changed.
+    const deliveries = await deliveriesOf(run!.id)
+    expect(deliveries.map((d) => d.created_at.getTime())).toEqual([ended])
+    expect(JSON.parse(deliveries[0]!.body)).toMatchObject({
+      model: 'Thing',
+      responseResults: { added: 2, updated: 1, deleted: 0 },
+      modifiedAfter: run!.started_at!.toISOString(),
+      syncType: 'INITIAL',
+    })
+  })
 })
 
 it('stop() called while a claim is in flight does not wait for the poll interval', async () => {

@@ -7,7 +7,7 @@ import path from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { finishRun } from '../../src/scheduler/runs.ts'
+import { finishRun } from '../../src/runs/states.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, type ServerProcess, startServer } from '../helpers/process.ts'
 import { waitFor } from '../helpers/server.ts'

@@ -2,14 +2,11 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Queryable } from '../../src/db/database.ts'
-import { claimRuns, expireRuns, finishRun, heartbeat, requestRun } from '../../src/scheduler/runs.ts'
+import { expireRuns, heartbeat } from '../../src/runs/lease.ts'
+import { finishRun, RUN_TRANSITIONS, runStatesLeadingTo } from '../../src/runs/states.ts'
+import { claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
 import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
-import {
-  RUN_TRANSITIONS,
-  runStatesLeadingTo,
-  SCHEDULE_TRANSITIONS,
-  scheduleStatesLeadingTo,
-} from '../../src/scheduler/states.ts'
+import { SCHEDULE_TRANSITIONS, scheduleStatesLeadingTo } from '../../src/scheduler/states.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
 import { backdateSchedule, createSyncFixture, gridPosition, runRows, scheduleRow } from './fixtures.ts'
 

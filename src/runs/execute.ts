@@ -1,41 +1,36 @@
 import type { ValidateFunction } from 'ajv'
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
-import type { Logger } from '../logger.ts'
-import { markSynced, resetDatasets } from '../records/datasets.ts'
-import type { ExecutionResult, RunExecutor } from '../scheduler/dispatcher.ts'
-import { changesSince, type ClaimedRun, setRunType } from '../scheduler/runs.ts'
+import { resetDatasets } from '../records/datasets.ts'
+import type { WorkerPool } from '../runtime/pool.ts'
 import type { Definitions, SyncDefinition } from '../syncs/definitions.ts'
-import { clearCheckpoint, findSyncById, setLastSyncDate, type SyncRow } from '../syncs/store.ts'
-import type { WorkerPool } from './pool.ts'
-import { compileModels, type ModelCounts, RunSession } from './session.ts'
+import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
+import { clearCheckpoint } from './checkpoints.ts'
+import { compileModels, runHandlers } from './handlers.ts'
+import { assertHoldsRun, type ClaimedRun } from './lease.ts'
+import { type ModelCounts, type RunOutcome, setRunType } from './states.ts'
 
-/** What happened in a successful run, for whoever reacts to it (webhooks). */
-export interface RunSummary {
-  run: ClaimedRun
-  sync: SyncRow & { environmentId: number }
-  definition: SyncDefinition
-  type: 'full' | 'incremental'
-  counts: ModelCounts
-  /** Start of the earliest run since the previous success (Nango: this run's start) */
-  modifiedAfter: Date
+/**
+ * Executes claimed runs. `signal` aborts one (its lease was lost, or the server is stopping). The
+ * dispatcher records the outcome with completeRun; tests and benchmarks put a stub in its place.
+ */
+export interface RunExecutor {
+  execute(run: ClaimedRun, signal: AbortSignal): Promise<RunOutcome>
 }
 
 export interface ExecutorDeps {
   db: Kysely<Database>
   sealer: Sealer
-  logger: Logger
   pool: WorkerPool
   definitions: () => Definitions
-  /** Runs in the transaction that records a success (e.g. queue webhooks). */
-  onSuccess?: (trx: Transaction<Database>, summary: RunSummary) => Promise<void>
 }
 
 /**
  * Executes a claimed run: prepares it (reset, empty cache), runs the sync function in a worker
- * thread, and reports the outcome. A failed run keeps every batch it committed.
+ * thread with this run's handlers answering its `nango` calls, and reports the outcome. A failed
+ * run keeps every batch it committed.
  */
 export class SyncExecutor implements RunExecutor {
   private readonly validators = new WeakMap<SyncDefinition, Map<string, ValidateFunction>>()
@@ -48,7 +43,7 @@ export class SyncExecutor implements RunExecutor {
     return compiled
   }
 
-  async execute(run: ClaimedRun, signal: AbortSignal): Promise<ExecutionResult> {
+  async execute(run: ClaimedRun, signal: AbortSignal): Promise<RunOutcome> {
     const { db } = this.d
     const sync = await findSyncById(db, run.syncId)
     if (!sync) return { state: 'CANCELLED', error: 'The sync no longer exists' }
@@ -58,15 +53,20 @@ export class SyncExecutor implements RunExecutor {
       return { state: 'FAILED', error: `No definition for sync ${sync.name} of ${sync.providerConfigKey}` }
     }
     const models = Object.keys(definition.models)
-    const session = new RunSession({
-      validators: this.validatorsOf(definition),
+    // Every model is in the result, changed or not: completeRun marks each one's dataset synced.
+    const counts: ModelCounts = Object.fromEntries(
+      models.map((m) => [m, { added: 0, updated: 0, deleted: 0 }]),
+    )
+    const handlers = runHandlers({
       db,
       sealer: this.d.sealer,
-      logger: this.d.logger,
       run,
       sync,
       definition,
       integration: definitions.integrations.get(sync.providerConfigKey)?.config ?? {},
+      validators: this.validatorsOf(definition),
+      counts,
+      guard: (trx) => assertHoldsRun(trx, run),
     })
 
     // opts.reset: no checkpoint, no lastSyncDate, no open delete-tracking window; emptyCache drops the records.
@@ -84,7 +84,7 @@ export class SyncExecutor implements RunExecutor {
     try {
       // The deprecated trackDeletes flag: every model's records not saved by this run are deleted at its end.
       if (definition.trackDeletes) {
-        for (const model of models) await session.handle('trackDeletesStart', [model])
+        for (const model of models) await handlers.trackDeletesStart(model)
       }
       await this.d.pool.run(
         definition.file,
@@ -96,27 +96,17 @@ export class SyncExecutor implements RunExecutor {
           variant: sync.variant,
           lastSyncDate: lastSyncDate?.toISOString() ?? null,
         },
-        (method, args) => session.handle(method, args),
+        handlers,
         signal,
       )
       if (definition.trackDeletes) {
-        for (const model of models) await session.handle('trackDeletesEnd', [model])
+        for (const model of models) await handlers.trackDeletesEnd(model)
       }
     } catch (err) {
       const message = (err as Error).message
-      await session.log('error', message).catch(() => undefined)
-      return { state: 'FAILED', error: message, result: session.counts }
+      await handlers.log(message, null, 'error').catch(() => undefined)
+      return { state: 'FAILED', error: message, result: counts }
     }
-
-    return {
-      state: 'SUCCEEDED',
-      result: session.counts,
-      commit: async (trx) => {
-        await setLastSyncDate(trx, sync.id, run.startedAt)
-        await markSynced(trx, sync.connectionId, models, sync.variant)
-        const modifiedAfter = await changesSince(trx, sync.id, run.id)
-        await this.d.onSuccess?.(trx, { run, sync, definition, type, counts: session.counts, modifiedAfter })
-      },
-    }
+    return { state: 'SUCCEEDED', result: counts }
   }
 }

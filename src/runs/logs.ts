@@ -2,6 +2,8 @@ import type { Kysely } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 
+/** A run's log: what its function wrote with nango.log, and why it failed (`syncstore runs logs`). */
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error']
 
@@ -26,6 +28,19 @@ export async function appendRunLog(
       payload: JSON.stringify(payload ?? null).replaceAll('\\u0000', ''),
     })
     .execute()
+}
+
+/**
+ * Appends to one run's log, numbering its lines: a function's concurrent nango.log calls may land
+ * in any order, the number keeps the order it made them in.
+ */
+export function runLogger(db: Kysely<Database>, runId: number) {
+  let seq = 0
+  return async (level: string, message: string, payload?: unknown): Promise<null> => {
+    seq += 1
+    await appendRunLog(db, runId, seq, level, message, payload)
+    return null
+  }
 }
 
 export interface RunLogLine {
