@@ -18,7 +18,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bin/**', 'bench/**', 'examples/**', 'test/**'],
+    files: ['bin/**', 'bench/**', 'examples/**', 'scripts/**', 'test/**'],
     rules: { 'no-console': 'off' },
   },
 )

@@ -1,3 +1,4 @@
+import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
 
@@ -9,7 +10,9 @@ import { environmentRoutes } from './environments/routes.ts'
 import { Authenticator, type BootstrapKey, registerAuth } from './http/auth.ts'
 import { registerJsonBodies } from './http/body.ts'
 import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.ts'
+import { StdErrorSchema } from './http/errors.ts'
 import { metaRoutes } from './http/meta-routes.ts'
+import { openApiOptions } from './http/openapi.ts'
 import { createValidatorCompiler } from './http/validation.ts'
 import { recordRoutes } from './records/routes.ts'
 import { localWakeups, type Wakeups } from './scheduler/wakeups.ts'
@@ -83,6 +86,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       'request',
     )
   })
+
+  // Before the routes: openapi.yaml is generated from the schemas of the routes registered after it.
+  await app.register(swagger, openApiOptions)
+  app.addSchema(StdErrorSchema)
 
   const definitions = deps.definitions ?? emptyDefinitions
   const wakeups = deps.wakeups ?? localWakeups()

@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
 import { HttpError } from '../http/errors.ts'
-import { EmptyQuery, errors, stringBoolValue, Success } from '../http/schemas.ts'
+import { described, EmptyQuery, errorResponse, errors, stringBoolValue, Success } from '../http/schemas.ts'
 import { satisfies } from '../http/scopes.ts'
 import {
   connectionFull,
@@ -50,9 +50,21 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     {
       config: { scope: 'environment:connections:create' },
       schema: {
+        tags: ['connections'],
+        summary: 'Import a connection (overwrites an existing one with the same ids)',
+        description:
+          'Credentials, metadata, connection_config and tags are replaced by what is sent; fields left ' +
+          'out are reset. Credentials and metadata are encrypted at rest when SYNCSTORE_ENCRYPTION_KEY is set.',
+        operationId: 'postConnection',
         querystring: EmptyQuery,
         body: PostConnectionBody,
-        response: { 201: ConnectionFull, ...errors(400, 401, 403, 415) },
+        response: {
+          201: described(
+            'The stored connection, with its credentials; timestamps end in `Z`.',
+            ConnectionFull,
+          ),
+          ...errors(400, 401, 403, 415),
+        },
       },
     },
     async (request, reply) => {
@@ -76,9 +88,18 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     {
       config: { scope: ['environment:connections:list', 'environment:connections:list_credentials'] },
       schema: {
+        tags: ['connections'],
+        summary: 'List connections, newest first (never with credentials)',
+        description:
+          'Tags filter as `tags[key]=value` query parameters (deepObject style): a connection must carry ' +
+          'every pair given. Keys are compared lower-cased, and match `^[a-zA-Z][a-zA-Z0-9_\\-./]{0,63}$`.',
+        operationId: 'listConnections',
         querystring: ListConnectionsQuery,
         response: {
-          200: Type.Object({ connections: Type.Array(ConnectionListItem) }),
+          200: described(
+            'The matching connections.',
+            Type.Object({ connections: Type.Array(ConnectionListItem) }),
+          ),
           ...errors(400, 401, 403),
         },
       },
@@ -110,9 +131,22 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     {
       config: { scope: ['environment:connections:read', READ_CREDENTIALS] },
       schema: {
+        tags: ['connections'],
+        summary: 'Get one connection',
+        description:
+          `Credentials are included only for a key with ${READ_CREDENTIALS} (otherwise \`{}\`), and ` +
+          'refresh tokens are removed from them unless refresh_token is true.',
+        operationId: 'getConnection',
         params: ConnectionParams,
         querystring: GetConnectionQuery,
-        response: { 200: ConnectionFull, ...errors(400, 401, 403, 404) },
+        response: {
+          200: described('The connection; timestamps end in `+00:00`.', ConnectionFull),
+          ...errors(400, 401),
+          403: errorResponse(
+            `\`forbidden\`: the key lacks the scope, or asks for a refresh without ${READ_CREDENTIALS}.`,
+          ),
+          404: errorResponse('`not_found` "Failed to find connection"'),
+        },
       },
     },
     async (request) => {
@@ -152,9 +186,19 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     {
       config: { scope: 'environment:connections:delete' },
       schema: {
+        tags: ['connections'],
+        summary: 'Delete a connection',
+        operationId: 'deleteConnection',
         params: ConnectionParams,
         querystring: DeleteConnectionQuery,
-        response: { 200: Success, ...errors(400, 401, 403) },
+        response: {
+          200: described('Deleted.', Success),
+          ...errors(401, 403),
+          400: errorResponse(
+            "Invalid parameters, or `unknown_connection` when no such connection exists in the key's " +
+              'environment (Nango answers 400 here, not 404).',
+          ),
+        },
       },
     },
     async (request) => {
@@ -175,15 +219,31 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     },
   )
 
-  const metadataRoute = (method: 'POST' | 'PATCH', mode: MetadataMode, status: 200 | 201) =>
+  const metadataRoute = (
+    method: 'POST' | 'PATCH',
+    mode: MetadataMode,
+    status: 200 | 201,
+    doc: { summary: string; operationId: string },
+  ) =>
     app.route({
       method,
       url: '/connections/metadata',
       config: { scope: 'environment:connections:update' },
       schema: {
+        tags: ['connections'],
+        ...doc,
+        description: 'All or nothing; the response echoes the request body.',
         querystring: EmptyQuery,
         body: MetadataBody,
-        response: { 200: MetadataBody, 201: MetadataBody, ...errors(400, 401, 403, 404) },
+        response: {
+          // One of the two, typed as both so the handler's reply.code(status) checks.
+          ...({ [status]: described('The request body, as sent.', MetadataBody) } as {
+            200: typeof MetadataBody
+            201: typeof MetadataBody
+          }),
+          ...errors(400, 401, 403),
+          404: errorResponse('`unknown_connection`: a named connection does not exist; nothing was changed.'),
+        },
       },
       handler: async (request, reply) => {
         const body = request.body
@@ -201,8 +261,14 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         return reply.code(status).send(body)
       },
     })
-  metadataRoute('POST', 'replace', 201)
-  metadataRoute('PATCH', 'merge', 200)
+  metadataRoute('POST', 'replace', 201, {
+    summary: 'Replace the metadata of one or more connections of an integration',
+    operationId: 'setMetadata',
+  })
+  metadataRoute('PATCH', 'merge', 200, {
+    summary: 'Merge metadata (shallowly) into one or more connections of an integration',
+    operationId: 'updateMetadata',
+  })
 }
 
 /** Nango keeps a copy of imported OAuth credentials as `raw`. */

@@ -13,40 +13,43 @@ const ConfigOverride = Strict({
 const Token = (max: number) => Type.String({ minLength: 1, maxLength: max })
 const ExpiresAt = Type.String({ format: 'date-time' })
 
-export const Credentials = Type.Union([
-  Strict({
-    type: Type.Literal('OAUTH2'),
-    access_token: Token(16_384),
-    refresh_token: Type.Optional(Token(16_384)),
-    expires_at: Type.Optional(ExpiresAt),
-    config_override: Type.Optional(ConfigOverride),
-  }),
-  Strict({
-    type: Type.Literal('OAUTH2_CC'),
-    token: Token(4096),
-    client_id: Token(255),
-    client_secret: Token(2048),
-    client_certificate: Type.Optional(Token(10_000)),
-    client_private_key: Type.Optional(Token(10_000)),
-    expires_at: Type.Optional(ExpiresAt),
-  }),
-  Strict({ type: Type.Literal('OAUTH1'), oauth_token: Token(2048), oauth_token_secret: Token(2048) }),
-  Strict({ type: Type.Literal('API_KEY'), apiKey: Token(1024) }),
-  Strict({
-    type: Type.Literal('BASIC'),
-    username: Type.String({ maxLength: 1024 }),
-    password: Type.String({ maxLength: 1024 }),
-  }),
-  Strict({ type: Type.Literal('NONE') }),
-  Strict({
-    type: Type.Literal('TBA'),
-    token_id: Type.String({ minLength: 1 }),
-    token_secret: Type.String({ minLength: 1 }),
-    config_override: Type.Optional(ConfigOverride),
-  }),
-  Strict({ type: Type.Literal('APP'), app_id: Token(255), installation_id: Token(255) }),
-  Strict({ type: Type.Literal('CUSTOM'), app_id: Token(255), installation_id: Token(255) }),
-])
+export const Credentials = Type.Union(
+  [
+    Strict({
+      type: Type.Literal('OAUTH2'),
+      access_token: Token(16_384),
+      refresh_token: Type.Optional(Token(16_384)),
+      expires_at: Type.Optional(ExpiresAt),
+      config_override: Type.Optional(ConfigOverride),
+    }),
+    Strict({
+      type: Type.Literal('OAUTH2_CC'),
+      token: Token(4096),
+      client_id: Token(255),
+      client_secret: Token(2048),
+      client_certificate: Type.Optional(Token(10_000)),
+      client_private_key: Type.Optional(Token(10_000)),
+      expires_at: Type.Optional(ExpiresAt),
+    }),
+    Strict({ type: Type.Literal('OAUTH1'), oauth_token: Token(2048), oauth_token_secret: Token(2048) }),
+    Strict({ type: Type.Literal('API_KEY'), apiKey: Token(1024) }),
+    Strict({
+      type: Type.Literal('BASIC'),
+      username: Type.String({ maxLength: 1024 }),
+      password: Type.String({ maxLength: 1024 }),
+    }),
+    Strict({ type: Type.Literal('NONE') }),
+    Strict({
+      type: Type.Literal('TBA'),
+      token_id: Type.String({ minLength: 1 }),
+      token_secret: Type.String({ minLength: 1 }),
+      config_override: Type.Optional(ConfigOverride),
+    }),
+    Strict({ type: Type.Literal('APP'), app_id: Token(255), installation_id: Token(255) }),
+    Strict({ type: Type.Literal('CUSTOM'), app_id: Token(255), installation_id: Token(255) }),
+  ],
+  { description: 'One strict shape per auth type, as Nango imports them.' },
+)
 
 /** Tag keys per Nango: a letter, then letters, digits and `_-./`; at most 10 tags. */
 export const Tags = Type.Record(
@@ -66,7 +69,9 @@ export const EndUser = Strict({
 
 export const PostConnectionBody = Strict({
   provider_config_key: ProviderConfigKey,
-  connection_id: Type.Optional(ConnectionId),
+  connection_id: Type.Optional(
+    Type.String({ ...ConnectionId, description: 'A UUID is generated when absent.' }),
+  ),
   metadata: Type.Optional(JsonObject),
   credentials: Type.Optional(Credentials),
   connection_config: Type.Optional(JsonObject),
@@ -83,11 +88,25 @@ const MAX_PAGE = 1_000_000_000
 export const ListConnectionsQuery = Type.Object(
   {
     connectionId: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-    search: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+    search: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 255,
+        description: "Case-insensitive substring of the connection id or the end user's name or email.",
+      }),
+    ),
     endUserId: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-    integrationId: Type.Optional(Type.String({ minLength: 1 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-    page: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_PAGE })),
+    integrationId: Type.Optional(
+      Type.String({ minLength: 1, description: 'One or more provider config keys, separated by commas.' }),
+    ),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'Defaults to 10000.' })),
+    page: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_PAGE,
+        description: 'Zero-based; skips page * limit connections.',
+      }),
+    ),
   },
   {
     additionalProperties: false,
@@ -137,18 +156,23 @@ const connectionHead = {
 }
 
 /** GET /connections/{id} and POST /connections, in Nango's key order. */
-export const ConnectionFull = Type.Object({
-  ...connectionHead,
-  connection_config: JsonObject,
-  webhook_url_override: Type.Null(),
-  created_at: Type.String(),
-  updated_at: Type.String(),
-  last_fetched_at: Type.Null(),
-  credentials: JsonObject,
-})
+export const ConnectionFull = Type.Object(
+  {
+    ...connectionHead,
+    connection_config: JsonObject,
+    webhook_url_override: Type.Null(),
+    created_at: Type.String(),
+    updated_at: Type.String(),
+    last_fetched_at: Type.Null(),
+    credentials: Type.Record(Type.String(), Type.Unknown(), {
+      description: 'The imported credentials (OAuth ones with a `raw` copy), or `{}`.',
+    }),
+  },
+  { description: "Keys in Nango's order." },
+)
 
 /** One item of GET /connections: never credentials. */
 export const ConnectionListItem = Type.Object({
   ...connectionHead,
-  created: Type.String(),
+  created: Type.String({ description: 'Postgres timestamp text with microseconds and `+00:00`.' }),
 })

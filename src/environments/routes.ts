@@ -3,7 +3,7 @@ import { Type } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
-import { EmptyQuery, errors } from '../http/schemas.ts'
+import { described, EmptyQuery, errors } from '../http/schemas.ts'
 import { listVariables } from './variables-store.ts'
 
 export interface EnvironmentRoutesOptions {
@@ -20,9 +20,15 @@ export const environmentRoutes: FastifyPluginAsyncTypebox<EnvironmentRoutesOptio
     {
       config: { scope: 'environment:variables:read' },
       schema: {
+        tags: ['environment'],
+        summary: "List the environment's variables (decrypted), sorted by name",
+        operationId: 'getEnvironmentVariables',
         querystring: EmptyQuery,
         response: {
-          200: Type.Array(Type.Object({ name: Type.String(), value: Type.String() })),
+          200: described(
+            "A bare array, like Nango's.",
+            Type.Array(Type.Object({ name: Type.String(), value: Type.String() })),
+          ),
           ...errors(400, 401, 403, 415),
         },
       },

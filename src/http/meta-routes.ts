@@ -1,21 +1,24 @@
-import { readFile } from 'node:fs/promises'
-
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { sql } from 'kysely'
 import { Type } from 'typebox'
 
 import type { Db } from '../db/connect.ts'
-import { errors } from './schemas.ts'
-
-const OPENAPI_FILE = new URL('../../openapi.yaml', import.meta.url)
+import { openApiYaml } from './openapi.ts'
+import { described, errors } from './schemas.ts'
 
 /** Liveness, readiness and the API description: the only routes that need no key. */
 export const metaRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { db }) => {
-  const openapi = await readFile(OPENAPI_FILE, 'utf8')
-
   app.get(
     '/health',
-    { config: { public: true }, schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    {
+      config: { public: true },
+      schema: {
+        tags: ['meta'],
+        summary: 'Liveness',
+        operationId: 'getHealth',
+        response: { 200: described('The process is up.', Type.Object({ status: Type.Literal('ok') })) },
+      },
+    },
     async () => ({ status: 'ok' as const }),
   )
 
@@ -23,7 +26,15 @@ export const metaRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { d
     '/ready',
     {
       config: { public: true },
-      schema: { response: { 200: Type.Object({ status: Type.Literal('ready') }), ...errors(503) } },
+      schema: {
+        tags: ['meta'],
+        summary: 'Readiness (the database answers)',
+        operationId: 'getReady',
+        response: {
+          200: described('The database is reachable.', Type.Object({ status: Type.Literal('ready') })),
+          ...errors(503),
+        },
+      },
     },
     async () => {
       // Any failure here (pool exhausted, Postgres down) is mapped to 503 by the error handler.
@@ -32,7 +43,22 @@ export const metaRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { d
     },
   )
 
-  app.get('/openapi.yaml', { config: { public: true } }, async (_request, reply) =>
-    reply.type('application/yaml; charset=utf-8').send(openapi),
+  app.get(
+    '/openapi.yaml',
+    {
+      config: { public: true },
+      schema: {
+        tags: ['meta'],
+        summary: 'This document',
+        operationId: 'getOpenApi',
+        response: {
+          200: {
+            description: 'The OpenAPI description of this server, as served.',
+            content: { 'application/yaml': { schema: Type.String() } },
+          },
+        },
+      },
+    },
+    async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(openApiYaml(app)),
   )
 }

@@ -7,7 +7,7 @@ import { findConnectionRef } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
 import { HttpError, invalidRequest } from '../http/errors.ts'
-import { EmptyQuery, errors } from '../http/schemas.ts'
+import { described, EmptyQuery, errorResponse, errors } from '../http/schemas.ts'
 import { type CursorPosition, decodeCursor, isStorableTimestamp } from './cursor.ts'
 import { BASE_VARIANT, type Dataset } from './datasets.ts'
 import { renderPage } from './format.ts'
@@ -36,6 +36,26 @@ const PAGE_WAIT_MS = 2000
  * when its hint was taken (the page is cut at the reservation, so a hint of 0 would mean one record).
  */
 const MIN_PAGE_RESERVATION = 64 * 1024
+
+const GET_RECORDS =
+  'Records of one model (and variant) of the connection named by the Connection-Id and ' +
+  'Provider-Config-Key headers, ordered by (last_modified_at, internal id) and paged with ' +
+  '`next_cursor`; `/records/` is the same route. An unknown model, or a dataset with no records, ' +
+  'answers an empty page. Where we differ from Nango on purpose: a cursor that does not decode is ' +
+  '400 `invalid_cursor` (Nango: 500); `filter` is a union (`added,deleted` returns both kinds, a ' +
+  'repeated value counts once); `limit` must be an integer; `modified_after` takes any RFC 3339 ' +
+  'time with `Z` or an offset, with no 12-month limit; a page is cut before it would exceed ' +
+  'SYNCSTORE_MAX_PAGE_BYTES (default 10 MiB), though it always holds at least one record, and ' +
+  '`next_cursor` continues after its last record (Nango documents this but ships it off); and a ' +
+  'reader paging with `next_cursor` never misses a committed change, even while syncs write.'
+
+const PRUNE_RECORDS =
+  'Prunes, in cursor order, the records at or before `until_cursor` (inclusive) of one model and ' +
+  'variant of the connection named by the headers: the payload is emptied and `pruned_at` set; the ' +
+  'metadata and the cursor stay, and a later save restores the payload. Where we differ from Nango ' +
+  'on purpose: `limit` defaults to 1000 a request (Nango\'s text says "all"); `has_more` is true ' +
+  'exactly when unpruned records at or before `until_cursor` remain (Nango compares cursor strings ' +
+  'and is often wrong); and an `until_cursor` that does not decode is 400 `invalid_cursor` (Nango: 500).'
 
 const unknownConnection = () =>
   new HttpError(
@@ -99,9 +119,31 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
     {
       config: { scope: 'environment:records:read' },
       schema: {
+        tags: ['records'],
+        summary: "List a model's records, oldest change first",
+        description: GET_RECORDS,
+        operationId: 'getRecords',
         querystring: GetRecordsQuery,
         headers: ConnectionHeaders,
-        response: { 200: RecordsPage, ...errors(400, 401, 403, 415, 503) },
+        response: {
+          200: described(
+            'One page. `next_cursor` is null when no record after this page matched when it was read.',
+            RecordsPage,
+          ),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            '`invalid_query_params` or `invalid_headers` (with `errors`), `invalid_cursor` for a cursor ' +
+              'that does not decode, or `unknown_connection` when the headers name no connection of ' +
+              "the key's environment.",
+          ),
+          503: errorResponse(
+            '`server_busy`: the pages this server holds in memory (SYNCSTORE_PAGE_MEMORY_BYTES, default ' +
+              '64 MiB) left no room for this one within 2 s, as when many clients ask for large pages ' +
+              'and do not read them; the connection is closed, retry after `Retry-After` seconds or ' +
+              'with a smaller `limit`. Or `database_unavailable`.',
+            { 'Retry-After': { type: 'integer', description: 'Seconds to wait before retrying.' } },
+          ),
+        },
       },
     },
     async (request, reply) => {
@@ -162,10 +204,22 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
     {
       config: { scope: 'environment:records:write' },
       schema: {
+        tags: ['records'],
+        summary: "Empty the payloads of a model's records up to a cursor",
+        description: PRUNE_RECORDS,
+        operationId: 'pruneRecords',
         querystring: EmptyQuery,
         headers: ConnectionHeaders,
         body: PruneBody,
-        response: { 200: PruneResponse, ...errors(400, 401, 403, 415) },
+        response: {
+          200: described('How many records this request pruned, and whether more remain.', PruneResponse),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            '`invalid_query_params` (any query key), `invalid_headers`, `invalid_body` or `invalid_json`, ' +
+              "`invalid_cursor`, or `unknown_connection` when the headers name no connection of the key's " +
+              'environment.',
+          ),
+        },
       },
     },
     async (request) => {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
-import { EmptyQuery, errors } from '../http/schemas.ts'
+import { described, EmptyQuery, errors } from '../http/schemas.ts'
 import type { Definitions } from './definitions.ts'
 import { IntegrationItem } from './schemas.ts'
 
@@ -18,8 +18,18 @@ export const integrationsRoute: FastifyPluginAsyncTypebox<{
     {
       config: { scope: ['environment:integrations:list', 'environment:integrations:list_credentials'] },
       schema: {
+        tags: ['syncs'],
+        summary: 'List the integrations found in SYNCSTORE_INTEGRATIONS_DIR',
+        description:
+          "Nango's shape (`{data: [...]}`), sorted by provider then unique key. Ours: each integration " +
+          'also lists its syncs under `syncs`. Integrations are files shared by every environment, so ' +
+          'every key sees the same list; there are never credentials in it.',
+        operationId: 'listIntegrations',
         querystring: EmptyQuery,
-        response: { 200: Type.Object({ data: Type.Array(IntegrationItem) }), ...errors(400, 401, 403) },
+        response: {
+          200: described('The integrations.', Type.Object({ data: Type.Array(IntegrationItem) })),
+          ...errors(400, 401, 403),
+        },
       },
     },
     async () => {

@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import { findConnectionRef } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import { HttpError } from '../http/errors.ts'
-import { EmptyQuery, errors, Success } from '../http/schemas.ts'
+import { described, EmptyQuery, errorResponse, errors, Success } from '../http/schemas.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import {
   FrequencyBody,
@@ -28,6 +28,11 @@ import { syncStatuses } from './status.ts'
 import { findSyncs } from './store.ts'
 import { createVariant, deleteVariant, updateFrequency } from './variants.ts'
 
+/** A connection_id that names no connection of the integration (trigger, pause, start). */
+const UNKNOWN_CONNECTION = errorResponse(
+  "`unknown_connection`: connection_id names no connection of the integration in the key's environment.",
+)
+
 export interface SyncRoutesOptions extends SyncServices {
   sealer: Sealer
 }
@@ -41,10 +46,33 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     {
       config: { scope: 'environment:syncs:execute' },
       schema: {
+        tags: ['syncs'],
+        summary: 'Run syncs now',
+        description:
+          'Runs the named syncs (all of them for an empty `syncs`) of one connection, or of every ' +
+          'connection of the integration when no connection is named. A paused sync runs once and stays ' +
+          'paused. `opts.reset` (or the deprecated `sync_mode` / `full_resync`) starts from an empty ' +
+          'checkpoint; `opts.emptyCache` with it also deletes the records first. Where we differ from ' +
+          'Nango on purpose: a trigger while the sync is running is not dropped (one follow-up run is ' +
+          'queued and starts when the current run ends; still 200); a reset clears exactly that sync ' +
+          "variant's checkpoints (Nango matches by prefix); and every named sync is checked before " +
+          'anything changes, so an unknown name never leaves the command half applied.',
+        operationId: 'triggerSyncs',
         querystring: EmptyQuery,
         headers: TriggerHeaders,
         body: TriggerBody,
-        response: { 200: Success, ...errors(400, 401, 403, 404, 415) },
+        response: {
+          200: described('The runs are requested.', Success),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            'Invalid parameters (`invalid_query_params`, `invalid_headers`, `invalid_body`, ' +
+              '`invalid_json`; `invalid_body` also for `opts` together with `sync_mode` or ' +
+              '`full_resync`), `missing_provider_config_key`, `unknown_provider_config` for an ' +
+              'integration that has no definitions, or `no_syncs_found` when a named sync does not ' +
+              'exist (or none does).',
+          ),
+          404: UNKNOWN_CONNECTION,
+        },
       },
     },
     async (request) => {
@@ -84,15 +112,54 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     },
   )
 
-  for (const [url, command] of [
-    ['/sync/pause', pauseSyncs],
-    ['/sync/start', startSyncs],
+  for (const [url, command, doc] of [
+    [
+      '/sync/pause',
+      pauseSyncs,
+      {
+        summary: 'Pause syncs',
+        description:
+          'A run in progress finishes, waiting runs are cancelled and no new one starts until ' +
+          '/sync/start.',
+        operationId: 'pauseSyncs',
+        answer: 'Paused (syncs already paused stay so).',
+      },
+    ],
+    [
+      '/sync/start',
+      startSyncs,
+      {
+        summary: 'Resume paused syncs',
+        description:
+          'Each paused sync runs at once, then on its frequency; syncs that are not paused are left alone.',
+        operationId: 'startSyncs',
+        answer: 'Resumed.',
+      },
+    ],
   ] as const) {
     app.post(
       url,
       {
         config: { scope: 'environment:syncs:execute' },
-        schema: { body: PauseStartBody, response: { 200: Success, ...errors(400, 401, 403, 404, 415) } },
+        schema: {
+          tags: ['syncs'],
+          summary: doc.summary,
+          description:
+            `${doc.description} Like Nango, the query string is not checked. Unlike Nango, every ` +
+            'named sync is checked before anything changes.',
+          operationId: doc.operationId,
+          body: PauseStartBody,
+          response: {
+            200: described(doc.answer, Success),
+            ...errors(401, 403, 415),
+            400: errorResponse(
+              'Invalid parameters (`invalid_body`, `invalid_json`), `unknown_provider_config` for an ' +
+                'integration that has no definitions, or `no_syncs_found` when a named sync does not ' +
+                'exist (or none does).',
+            ),
+            404: UNKNOWN_CONNECTION,
+          },
+        },
       },
       async (request) => {
         const body = request.body
@@ -113,8 +180,23 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     {
       config: { scope: 'environment:syncs:read' },
       schema: {
+        tags: ['syncs'],
+        summary: 'Status of syncs',
+        description:
+          'One item per sync variant of the connection (or of every connection of the integration). An ' +
+          'unknown integration or sync name is not an error: it matches nothing. Where we differ from ' +
+          "Nango on purpose: `recordCount` counts the variant's own records (Nango counts only the base " +
+          "model's).",
+        operationId: 'getSyncStatus',
         querystring: StatusQuery,
-        response: { 200: Type.Object({ syncs: Type.Array(SyncStatus) }), ...errors(400, 401, 403, 415) },
+        response: {
+          200: described('The matching syncs.', Type.Object({ syncs: Type.Array(SyncStatus) })),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            '`invalid_query_params` (with `errors`), or `invalid_body` "Connection not found" (Nango\'s ' +
+              "code) when connection_id names no connection of the key's environment.",
+          ),
+        },
       },
     },
     async (request) => {
@@ -146,9 +228,23 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     {
       config: { scope: 'environment:syncs:update' },
       schema: {
+        tags: ['syncs'],
+        summary: "Override one connection's sync frequency (null reverts to the definition's)",
+        description:
+          'The schedule takes the new frequency at once. The answer is the frequency now in effect, ' +
+          'normalised as Nango does (`every 2 hours` answers `2 hours`, `every hour` answers `1h`).',
+        operationId: 'updateConnectionFrequency',
         querystring: EmptyQuery,
         body: FrequencyBody,
-        response: { 200: Type.Object({ frequency: Type.String() }), ...errors(400, 401, 403, 415) },
+        response: {
+          200: described('The frequency in effect.', Type.Object({ frequency: Type.String() })),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            'Invalid parameters, `invalid_body` "Sync interval is invalid" (also under 30 seconds or ' +
+              'over 365 days), `unknown_connection`, or `unknown_sync` when the connection has no such ' +
+              'sync variant.',
+          ),
+        },
       },
     },
     async (request) => {
@@ -170,12 +266,26 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     {
       config: { scope: 'environment:syncs:variant:create' },
       schema: {
+        tags: ['syncs'],
+        summary: "Create a variant of a connection's sync",
+        description:
+          'A variant is one more copy of the sync with its own schedule, checkpoint and records (read ' +
+          'them with `variant=` on GET /records). It starts at once, or paused when the definition has ' +
+          '`autoStart: false`. At most 100 variants per sync and connection, the base one included.',
+        operationId: 'createSyncVariant',
         params: VariantParams,
         querystring: EmptyQuery,
         body: VariantBody,
         response: {
-          200: Type.Object({ id: Type.String(), name: Type.String(), variant: Type.String() }),
-          ...errors(400, 401, 403, 415),
+          200: described(
+            'The new variant.',
+            Type.Object({ id: Type.String(), name: Type.String(), variant: Type.String() }),
+          ),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            'Invalid parameters, `invalid_variant` for `base` (in any case), `unknown_connection`, ' +
+              '`unknown_provider_config`, `unknown_sync`, `sync_variant_already_exists` or `resource_capped`.',
+          ),
         },
       },
     },
@@ -194,10 +304,24 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     {
       config: { scope: 'environment:syncs:variant:delete' },
       schema: {
+        tags: ['syncs'],
+        summary: "Delete a variant of a connection's sync",
+        description:
+          'Its runs are cancelled (a running one stops at its next heartbeat or write). Where we differ ' +
+          "from Nango on purpose: the variant's schedule, checkpoint and records are deleted at once " +
+          "(Nango deletes records a day later, and the base model's rather than the variant's).",
+        operationId: 'deleteSyncVariant',
         params: VariantParams,
         querystring: EmptyQuery,
         body: VariantBody,
-        response: { 200: Success, ...errors(400, 401, 403, 404, 415) },
+        response: {
+          200: described('Deleted.', Success),
+          ...errors(401, 403, 415),
+          400: errorResponse(
+            'Invalid parameters, `invalid_variant` for `base` (in any case), or `unknown_connection`.',
+          ),
+          404: errorResponse('`not_found`: the connection has no such variant of the sync.'),
+        },
       },
     },
     async (request) => {
