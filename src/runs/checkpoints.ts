@@ -1,9 +1,9 @@
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 
 import { type Sealer, openJson, sealJson } from '../crypto.ts'
-import type { Queryable } from '../db/database.ts'
+import type { Database, Queryable } from '../db/database.ts'
+import type { WriteGuard } from '../records/datasets.ts'
 import type { NangoHandlers } from '../runtime/protocol.ts'
-import type { RunContext } from './handlers.ts'
 
 /**
  * A sync's checkpoint: one flat object per sync, sealed, with an optimistic version, so two runs
@@ -95,11 +95,17 @@ export function checkpointProblem(value: unknown): string | null {
  * it last read or wrote, and a save expects it: a save that finds another version was written by
  * someone else (checkpoint_conflict). Writes check the lease first, like every write of a run.
  */
-export function checkpointHandlers(
-  c: RunContext,
-): Pick<NangoHandlers, 'getCheckpoint' | 'saveCheckpoint' | 'clearCheckpoint'> {
-  const { db, sealer } = c
-  const syncId = c.sync.id
+export function checkpointHandlers({
+  db,
+  sealer,
+  syncId,
+  guard,
+}: {
+  db: Kysely<Database>
+  sealer: Sealer
+  syncId: string
+  guard: WriteGuard
+}): Pick<NangoHandlers, 'getCheckpoint' | 'saveCheckpoint' | 'clearCheckpoint'> {
   // undefined: not read yet in this run; null: there is none
   let version: number | null | undefined
 
@@ -116,7 +122,7 @@ export function checkpointHandlers(
       if (version === undefined) version = (await readCheckpoint(db, sealer, syncId))?.version ?? null
       const expected = version
       const written = await db.transaction().execute(async (trx) => {
-        await c.guard(trx)
+        await guard(trx)
         return writeCheckpoint(trx, sealer, syncId, value as Record<string, unknown>, expected)
       })
       if (written === null) {
@@ -128,7 +134,7 @@ export function checkpointHandlers(
 
     async clearCheckpoint() {
       await db.transaction().execute(async (trx) => {
-        await c.guard(trx)
+        await guard(trx)
         await clearCheckpoint(trx, syncId)
       })
       version = null

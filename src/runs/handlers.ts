@@ -1,6 +1,6 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 
 import { connectionFull } from '../connections/format.ts'
 import { type Connection, findConnection } from '../connections/store.ts'
@@ -8,7 +8,7 @@ import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { listVariables } from '../environments/variables-store.ts'
 import { proxyRequest } from '../providers/proxy.ts'
-import type { Dataset } from '../records/datasets.ts'
+import type { Dataset, WriteGuard } from '../records/datasets.ts'
 import { batchDelete, trackDeletesEnd, trackDeletesStart } from '../records/delete.ts'
 import { externalIdOf } from '../records/payload.ts'
 import { batchSave } from '../records/save.ts'
@@ -35,7 +35,7 @@ export interface RunContext {
   /** What the run wrote, per model of the definition; the handlers add to it */
   counts: ModelCounts
   /** The lease check (lease.ts), first in every transaction that writes */
-  guard: (trx: Transaction<Database>) => Promise<void>
+  guard: WriteGuard
 }
 
 /** Compiles a definition's model schemas, once per definition (the executor keeps them). */
@@ -126,7 +126,7 @@ export function runHandlers(c: RunContext): NangoHandlers {
       return { deletedKeys: deleted }
     },
 
-    ...checkpointHandlers(c),
+    ...checkpointHandlers({ db, sealer, syncId: c.sync.id, guard }),
 
     getMetadata: async () => (await loadConnection()).metadata ?? {},
     async getConnection() {

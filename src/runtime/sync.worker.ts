@@ -26,7 +26,9 @@ const post = (message: ToMain) => port.postMessage(message)
 function call<M extends NangoMethod>(method: M, ...args: NangoArgs<M>): Promise<NangoResult<M>> {
   const id = nextCall++
   return new Promise((resolve, reject) => {
+    // The reply to this id is what the handler of `method` returned, so NangoResult<M>.
     pending.set(id, { resolve: resolve as (value: unknown) => void, reject })
+    // Widened by hand: with M generic the compiler cannot tell which member of the union this is.
     post({ type: 'call', id, method, args } as NangoCall)
   })
 }
