@@ -1,6 +1,9 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { Ajv, type ErrorObject } from 'ajv'
+import { type Static, type TSchema, Type } from 'typebox'
+
 /**
  * Everything the process reads from its environment, parsed once. Modules receive this object;
  * they never read `process.env` themselves.
@@ -69,6 +72,8 @@ export type DatabaseTarget =
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
+const BOOTSTRAP_PREFIX = 'NANGO_SECRET_KEY_'
+
 export class ConfigError extends Error {
   constructor(readonly problems: readonly string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
@@ -76,133 +81,184 @@ export class ConfigError extends Error {
   }
 }
 
-const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000
+
+/** An integer variable: its range, and the value it takes when unset. */
+const integer = (fallback: number, minimum: number, maximum: number) =>
+  Type.Integer({ minimum, maximum, default: fallback })
+
+/** A variable checked by pattern, with what to tell the operator when it does not match. */
+const matching = (pattern: string, problem: string) => Type.String({ pattern, problem })
+
+/**
+ * The variables read, their rules and their defaults (unset and empty are the same). What a schema
+ * cannot say is checked in loadConfig: environment names taken from variable names, the decoded
+ * length of the encryption key, and one variable measured against another.
+ */
+const Env = Type.Object(
+  {
+    PORT: integer(3003, 0, 65535),
+    // Loopback unless told otherwise: a fresh `npm start` should not be reachable from the network.
+    // The Docker image sets HOST=0.0.0.0.
+    HOST: Type.String({ default: '127.0.0.1' }),
+    DATABASE_URL: Type.Optional(
+      matching('^postgres(ql)?://', 'must start with postgres:// or postgresql://'),
+    ),
+    SYNCSTORE_DATA_DIR: Type.String({ default: '.syncstore/data' }),
+    SYNCSTORE_INTEGRATIONS_DIR: Type.Optional(Type.String()),
+    SYNCSTORE_PUBLIC_URL: Type.Optional(Type.String()),
+    SYNCSTORE_ENCRYPTION_KEY: Type.Optional(Type.String()),
+    LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info', problem: `must be one of ${LOG_LEVELS.join(', ')}` }),
+    // 10 MiB: Nango documents a per-response budget (its PR mentions 50 MiB) but ships it off;
+    // 10 MiB keeps JSON.stringify-free splicing well under 100 ms on these machines.
+    SYNCSTORE_MAX_PAGE_BYTES: integer(10 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    // Fastify's default; record payloads never arrive over HTTP, only metadata and small bodies.
+    SYNCSTORE_BODY_LIMIT_BYTES: integer(1024 * 1024, 1024, 100 * 1024 * 1024),
+    // 64 MiB: four full 10 MiB pages (a quarter is kept for small ones), or hundreds of ordinary
+    // pages, at once. With 150 clients asking for 10 MiB pages and not reading, RSS grew 65-95 MB
+    // (test/faults/slow-clients.test.ts); without this bound, by 1.1 GB.
+    SYNCSTORE_PAGE_MEMORY_BYTES: integer(64 * 1024 * 1024, 1024 * 1024, 64 * 1024 ** 3),
+    // 30 s without a byte moving either way: longer than any request should take to answer (a
+    // wait for a database connection ends at 10 s), and a reader that takes nothing for 30 s has
+    // stopped; its page (up to 10 MiB) is freed with the socket.
+    SYNCSTORE_IDLE_TIMEOUT_MS: integer(30_000, 1000, 3_600_000),
+    // 30 s for headers and a body of at most SYNCSTORE_BODY_LIMIT_BYTES (1 MiB: 35 KB/s) is
+    // ample for a real client and ends a slowloris request that trickles bytes to stay active.
+    SYNCSTORE_REQUEST_TIMEOUT_MS: integer(30_000, 1000, 3_600_000),
+    // Behind a proxy that keeps idle connections longer (an AWS ALB: 60 s), set this above it.
+    SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS: integer(10_000, 1000, 3_600_000),
+    SYNCSTORE_SHUTDOWN_GRACE_MS: integer(10_000, 100, 600_000),
+    SYNCSTORE_RUN_CONCURRENCY: integer(4, 1, 256),
+    SYNCSTORE_RUN_TIMEOUT_MS: integer(3_600_000, 1000, 7 * 86_400_000),
+    SYNCSTORE_RUN_MEMORY_MB: integer(512, 32, 65_536),
+    SYNCSTORE_HEARTBEAT_INTERVAL_MS: integer(DEFAULT_HEARTBEAT_INTERVAL_MS, 100, 600_000),
+    // Unset: a multiple of the interval (loadConfig).
+    SYNCSTORE_HEARTBEAT_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 300, maximum: 3_600_000 })),
+    SYNCSTORE_POLL_INTERVAL_MS: integer(1000, 10, 600_000),
+    SYNCSTORE_PRUNE_AFTER_DAYS: integer(30, 0, 36500),
+    SYNCSTORE_DELETE_AFTER_DAYS: integer(60, 0, 36500),
+    SYNCSTORE_RETENTION_INTERVAL_MS: integer(60_000, 1000, 86_400_000),
+  },
+  {
+    // NANGO_SECRET_KEY_<ENV>: a full-scope key for environment <env>.
+    patternProperties: {
+      [`^${BOOTSTRAP_PREFIX}.`]: matching(
+        '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$',
+        'must be a UUID v4, like the keys Nango issues',
+      ),
+    },
+  },
+)
+
+// Scalars arrive as text and are coerced; defaults fill what is unset. `problem` is an annotation.
+const validateEnv = new Ajv({
+  coerceTypes: true,
+  useDefaults: true,
+  allErrors: true,
+  verbose: true,
+  keywords: ['problem'],
+}).compile<Static<typeof Env>>(Env)
+
 const ENV_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/
 
-type Env = Readonly<Record<string, string | undefined>>
+type RawEnv = Readonly<Record<string, string | undefined>>
 
 /** Parses `env` (usually `process.env`) into a frozen Config, reporting every bad variable at once. */
-export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
-  const problems: string[] = []
-  const int = (name: string, fallback: number, min: number, max: number): number => {
-    const raw = env[name]
-    if (raw === undefined || raw === '') return fallback
-    const value = Number(raw)
-    if (!Number.isInteger(value) || value < min || value > max) {
-      problems.push(`${name} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`)
-      return fallback
-    }
-    return value
-  }
-
-  const port = int('PORT', 3003, 0, 65535)
-  // Loopback unless told otherwise: a fresh `npm start` should not be reachable from the network.
-  // The Docker image sets HOST=0.0.0.0.
-  const host = env.HOST || '127.0.0.1'
-
-  let database: DatabaseTarget
-  const url = env.DATABASE_URL
-  if (url) {
-    if (!/^postgres(ql)?:\/\//.test(url)) {
-      problems.push('DATABASE_URL must start with postgres:// or postgresql://')
-    }
-    database = { kind: 'postgres', url }
-  } else {
-    database = { kind: 'embedded', dataDir: path.resolve(cwd, env.SYNCSTORE_DATA_DIR || '.syncstore/data') }
-  }
+export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config {
+  const given = Object.fromEntries(
+    Object.entries(rawEnv).filter(
+      (entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== '',
+    ),
+  )
+  /** One problem per variable, the first found. */
+  const problems = new Map<string, string>()
 
   const bootstrapKeys: { environment: string; key: string }[] = []
-  for (const [name, value] of Object.entries(env)) {
-    const match = /^NANGO_SECRET_KEY_(.+)$/.exec(name)
-    if (!match?.[1] || value === undefined || value === '') continue
-    const environment = match[1].toLowerCase()
-    if (!ENV_NAME.test(environment)) {
-      problems.push(`${name}: "${environment}" is not a valid environment name`)
-    } else if (!UUID_V4.test(value)) {
-      problems.push(`${name} must be a UUID v4, like the keys Nango issues`)
-    } else {
-      bootstrapKeys.push({ environment, key: value.toLowerCase() })
+  for (const name of Object.keys(given)) {
+    if (!name.startsWith(BOOTSTRAP_PREFIX) || name === BOOTSTRAP_PREFIX) continue
+    const environment = name.slice(BOOTSTRAP_PREFIX.length).toLowerCase()
+    if (ENV_NAME.test(environment)) bootstrapKeys.push({ environment, key: given[name]!.toLowerCase() })
+    else problems.set(name, `${name}: "${environment}" is not a valid environment name`)
+  }
+
+  const env = { ...given } as unknown as Static<typeof Env>
+  if (!validateEnv(env)) {
+    for (const error of validateEnv.errors ?? []) {
+      const name = error.instancePath.split('/')[1]
+      if (name && !problems.has(name)) problems.set(name, `${name} ${problemOf(error, given[name])}`)
     }
   }
 
   let encryptionKey: Buffer | null = null
-  if (env.SYNCSTORE_ENCRYPTION_KEY) {
-    const decoded = Buffer.from(env.SYNCSTORE_ENCRYPTION_KEY, 'base64')
-    if (decoded.length !== 32) {
-      problems.push(
+  if (env.SYNCSTORE_ENCRYPTION_KEY !== undefined) {
+    encryptionKey = Buffer.from(env.SYNCSTORE_ENCRYPTION_KEY, 'base64')
+    if (encryptionKey.length !== 32) {
+      problems.set(
+        'SYNCSTORE_ENCRYPTION_KEY',
         'SYNCSTORE_ENCRYPTION_KEY must be 32 bytes, base64-encoded (try: openssl rand -base64 32)',
       )
-    } else {
-      encryptionKey = decoded
     }
   }
 
-  const logLevel = (env.LOG_LEVEL || 'info') as LogLevel
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`)
+  // A bad interval is reported, and the timeout is still measured against the default one.
+  const heartbeatIntervalMs = problems.has('SYNCSTORE_HEARTBEAT_INTERVAL_MS')
+    ? DEFAULT_HEARTBEAT_INTERVAL_MS
+    : env.SYNCSTORE_HEARTBEAT_INTERVAL_MS
+  // Several missed heartbeats before a run is declared dead: a busy event loop is not a crash.
+  const heartbeatTimeoutMs = env.SYNCSTORE_HEARTBEAT_TIMEOUT_MS ?? Math.max(60_000, heartbeatIntervalMs * 3)
+  if (!problems.has('SYNCSTORE_HEARTBEAT_TIMEOUT_MS') && heartbeatTimeoutMs <= heartbeatIntervalMs) {
+    problems.set(
+      'SYNCSTORE_HEARTBEAT_TIMEOUT_MS',
+      'SYNCSTORE_HEARTBEAT_TIMEOUT_MS must be longer than SYNCSTORE_HEARTBEAT_INTERVAL_MS',
+    )
+  }
+  if (problems.size > 0) throw new ConfigError([...problems.values()])
 
-  const explicitDir = env.SYNCSTORE_INTEGRATIONS_DIR
-  const exampleIntegrations = !explicitDir && database.kind === 'embedded'
-  const integrationsDirs = [
-    ...(exampleIntegrations ? [fileURLToPath(new URL('../examples/integrations', import.meta.url))] : []),
-    path.resolve(cwd, explicitDir || 'integrations'),
-  ]
-  const heartbeatIntervalMs = int('SYNCSTORE_HEARTBEAT_INTERVAL_MS', 10_000, 100, 600_000)
-
-  const config: Config = {
-    port,
-    host,
+  const database: DatabaseTarget = env.DATABASE_URL
+    ? { kind: 'postgres', url: env.DATABASE_URL }
+    : { kind: 'embedded', dataDir: path.resolve(cwd, env.SYNCSTORE_DATA_DIR) }
+  const exampleIntegrations = !env.SYNCSTORE_INTEGRATIONS_DIR && database.kind === 'embedded'
+  return Object.freeze({
+    port: env.PORT,
+    host: env.HOST,
     database,
-    integrationsDirs,
+    integrationsDirs: [
+      ...(exampleIntegrations ? [fileURLToPath(new URL('../examples/integrations', import.meta.url))] : []),
+      path.resolve(cwd, env.SYNCSTORE_INTEGRATIONS_DIR ?? 'integrations'),
+    ],
     exampleIntegrations,
-    publicUrl: (env.SYNCSTORE_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, ''),
+    publicUrl: (env.SYNCSTORE_PUBLIC_URL ?? `http://localhost:${env.PORT}`).replace(/\/+$/, ''),
     bootstrapKeys,
     encryptionKey,
-    logLevel,
-    // 10 MiB: Nango documents a per-response budget (its PR mentions 50 MiB) but ships it off;
-    // 10 MiB keeps JSON.stringify-free splicing well under 100 ms on these machines.
-    maxPageBytes: int('SYNCSTORE_MAX_PAGE_BYTES', 10 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
-    // Fastify's default; record payloads never arrive over HTTP, only metadata and small bodies.
-    bodyLimitBytes: int('SYNCSTORE_BODY_LIMIT_BYTES', 1024 * 1024, 1024, 100 * 1024 * 1024),
-    // 64 MiB: four full 10 MiB pages (a quarter is kept for small ones), or hundreds of ordinary
-    // pages, at once. With 150 clients asking for 10 MiB pages and not reading, RSS grew 65-95 MB
-    // (test/faults/slow-clients.test.ts); without this bound, by 1.1 GB.
-    pageMemoryBytes: int('SYNCSTORE_PAGE_MEMORY_BYTES', 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 ** 3),
+    logLevel: env.LOG_LEVEL,
+    maxPageBytes: env.SYNCSTORE_MAX_PAGE_BYTES,
+    bodyLimitBytes: env.SYNCSTORE_BODY_LIMIT_BYTES,
+    pageMemoryBytes: env.SYNCSTORE_PAGE_MEMORY_BYTES,
     http: {
-      // 30 s without a byte moving either way: longer than any request should take to answer (a
-      // wait for a database connection ends at 10 s), and a reader that takes nothing for 30 s has
-      // stopped; its page (up to 10 MiB) is freed with the socket.
-      idleTimeoutMs: int('SYNCSTORE_IDLE_TIMEOUT_MS', 30_000, 1000, 3_600_000),
-      // 30 s for headers and a body of at most SYNCSTORE_BODY_LIMIT_BYTES (1 MiB: 35 KB/s) is
-      // ample for a real client and ends a slowloris request that trickles bytes to stay active.
-      requestTimeoutMs: int('SYNCSTORE_REQUEST_TIMEOUT_MS', 30_000, 1000, 3_600_000),
-      // Behind a proxy that keeps idle connections longer (an AWS ALB: 60 s), set this above it.
-      keepAliveTimeoutMs: int('SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS', 10_000, 1000, 3_600_000),
+      idleTimeoutMs: env.SYNCSTORE_IDLE_TIMEOUT_MS,
+      requestTimeoutMs: env.SYNCSTORE_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: env.SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS,
     },
-    shutdownGraceMs: int('SYNCSTORE_SHUTDOWN_GRACE_MS', 10_000, 100, 600_000),
+    shutdownGraceMs: env.SYNCSTORE_SHUTDOWN_GRACE_MS,
     runs: {
-      concurrency: int('SYNCSTORE_RUN_CONCURRENCY', 4, 1, 256),
-      timeoutMs: int('SYNCSTORE_RUN_TIMEOUT_MS', 3_600_000, 1000, 7 * 86_400_000),
-      memoryMb: int('SYNCSTORE_RUN_MEMORY_MB', 512, 32, 65_536),
+      concurrency: env.SYNCSTORE_RUN_CONCURRENCY,
+      timeoutMs: env.SYNCSTORE_RUN_TIMEOUT_MS,
+      memoryMb: env.SYNCSTORE_RUN_MEMORY_MB,
       heartbeatIntervalMs,
-      // Several missed heartbeats before a run is declared dead: a busy event loop is not a crash.
-      heartbeatTimeoutMs: int(
-        'SYNCSTORE_HEARTBEAT_TIMEOUT_MS',
-        Math.max(60_000, heartbeatIntervalMs * 3),
-        300,
-        3_600_000,
-      ),
-      pollMs: int('SYNCSTORE_POLL_INTERVAL_MS', 1000, 10, 600_000),
+      heartbeatTimeoutMs,
+      pollMs: env.SYNCSTORE_POLL_INTERVAL_MS,
     },
     retention: {
-      pruneAfterDays: int('SYNCSTORE_PRUNE_AFTER_DAYS', 30, 0, 36500),
-      deleteAfterDays: int('SYNCSTORE_DELETE_AFTER_DAYS', 60, 0, 36500),
-      intervalMs: int('SYNCSTORE_RETENTION_INTERVAL_MS', 60_000, 1000, 86_400_000),
+      pruneAfterDays: env.SYNCSTORE_PRUNE_AFTER_DAYS,
+      deleteAfterDays: env.SYNCSTORE_DELETE_AFTER_DAYS,
+      intervalMs: env.SYNCSTORE_RETENTION_INTERVAL_MS,
     },
-  }
+  })
+}
 
-  if (config.runs.heartbeatTimeoutMs <= config.runs.heartbeatIntervalMs) {
-    problems.push('SYNCSTORE_HEARTBEAT_TIMEOUT_MS must be longer than SYNCSTORE_HEARTBEAT_INTERVAL_MS')
-  }
-  if (problems.length > 0) throw new ConfigError(problems)
-  return Object.freeze(config)
+/** What is wrong with a variable, said from its rule: its `problem`, or its integer range. */
+function problemOf(error: ErrorObject, raw: string | undefined): string {
+  const rule = error.parentSchema as TSchema & { problem?: string; minimum?: number; maximum?: number }
+  if (rule.problem) return rule.problem
+  return `must be an integer from ${rule.minimum} to ${rule.maximum} (got ${JSON.stringify(raw)})`
 }
