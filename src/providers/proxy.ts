@@ -1,24 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import type { ProxyConfig, ProxyResponse } from '../runtime/protocol.ts'
 import type { IntegrationConfig } from '../syncs/definitions.ts'
-
-/** What a sync function passes to nango.proxy / nango.get / ... (Nango's ProxyConfiguration subset). */
-export interface ProxyConfig {
-  endpoint: string
-  method?: string
-  params?: Record<string, string | number | boolean | undefined>
-  headers?: Record<string, string>
-  data?: unknown
-  /** Attempts after the first on 429, 5xx and network errors (default 3 for GET and HEAD, else 0) */
-  retries?: number
-  baseUrlOverride?: string
-}
-
-export interface ProxyResponse {
-  status: number
-  headers: Record<string, string>
-  data: unknown
-}
 
 // Backoff between retries: 500 ms doubling, at most 10 s; a Retry-After header is honoured up to 30 s.
 const BASE_DELAY_MS = 500
@@ -29,7 +12,7 @@ const REQUEST_TIMEOUT_MS = 60_000
 type Credentials = Record<string, unknown> | null
 
 /** How the connection's credentials go on a request: integration.json's `auth`, else by their type. */
-export function authenticate(
+function authenticate(
   url: URL,
   headers: Headers,
   integration: IntegrationConfig,

@@ -34,7 +34,7 @@ export async function readCheckpoint(
  * Writes a checkpoint if nobody wrote one since `expectedVersion` was read (null: none existed).
  * Returns the new version, or null on a conflict.
  */
-export async function writeCheckpoint(
+async function writeCheckpoint(
   db: Queryable,
   sealer: Sealer,
   syncId: string,
@@ -69,9 +69,9 @@ export async function clearCheckpoint(db: Queryable, syncId: string): Promise<vo
  * Checkpoints are flat objects (Nango's rules): at most 16 keys of up to 255 characters, each value
  * a string (up to 4,000 characters), a number or a boolean. Dates arrive as ISO strings.
  */
-export const MAX_CHECKPOINT_KEYS = 16
+const MAX_CHECKPOINT_KEYS = 16
 
-export function checkpointProblem(value: unknown): string | null {
+function checkpointProblem(value: unknown): string | null {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return 'a checkpoint must be an object'
   }

@@ -20,7 +20,7 @@ export interface ClaimedRun {
   startedAt: Date
 }
 
-export class RunLostError extends Error {
+class RunLostError extends Error {
   override name = 'RunLostError'
 }
 

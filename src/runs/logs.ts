@@ -4,13 +4,13 @@ import type { Database } from '../db/database.ts'
 
 /** A run's log: what its function wrote with nango.log, and why it failed (`syncstore runs logs`). */
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error']
 
 // One log line is for people; cap what a runaway function can store per line.
 const MAX_MESSAGE = 10_000
 
-export async function appendRunLog(
+async function appendRunLog(
   db: Kysely<Database>,
   runId: number,
   seq: number,

@@ -17,7 +17,7 @@ export const RUN_TRANSITIONS = {
 } as const
 
 export type RunState = keyof typeof RUN_TRANSITIONS
-export type FinalRunState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
+type FinalRunState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
 
 /** The states from which `To` may be reached, as a type: a hard-coded transition in SQL names one. */
 export type RunStateLeadingTo<To extends RunState> = {

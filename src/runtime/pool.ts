@@ -4,7 +4,7 @@ import type { Logger } from '../logger.ts'
 import { answerCall, type NangoHandlers, type RunInfo, type ToMain, type ToWorker } from './protocol.ts'
 
 /** Why a sync function did not complete; `message` is what the run's log and status show. */
-export class RunFailure extends Error {
+class RunFailure extends Error {
   override name = 'RunFailure'
 }
 

@@ -28,7 +28,7 @@ export interface ProxyResponse {
 }
 
 /** Method -> (argument tuple) -> result, for every call the worker's `nango` object makes. */
-export interface NangoCalls {
+interface NangoCalls {
   /** `records` as JSON would see them (the worker serialises them); the handler checks it is an array */
   batchSave: (records: unknown, model: string) => true
   batchUpdate: (records: unknown, model: string) => true

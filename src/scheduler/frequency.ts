@@ -15,13 +15,13 @@ const ALIASES: Record<string, { ms: number; normalized: string }> = {
 }
 
 // Nango's floor: anything more frequent is rejected ("The minimum interval is 30 seconds").
-export const MIN_FREQUENCY_MS = 30_000
+const MIN_FREQUENCY_MS = 30_000
 /**
  * Our ceiling, a year: the pattern takes any number of digits, and "every 99999999999 days" would
  * overflow schedules.frequency_ms (bigint) or push the next due time past Postgres' last timestamp
  * (year 294276), failing the write. A sync due less than once a year is a paused one.
  */
-export const MAX_FREQUENCY_MS = 365 * 86_400_000
+const MAX_FREQUENCY_MS = 365 * 86_400_000
 
 /** The pattern Nango's API validates frequencies with (frequencySchema), for request schemas. */
 export const FREQUENCY_PATTERN =
