@@ -5,7 +5,7 @@
 
 // Real API payloads nest a handful of levels; 64 leaves room for unusual ones while keeping every
 // recursive walk (deep merge, stringify, Postgres jsonb) far from a stack overflow.
-export const MAX_JSON_DEPTH = 64
+const MAX_JSON_DEPTH = 64
 
 /**
  * Returns why `value` is unacceptable, or null. Rejects nesting deeper than `maxDepth` and

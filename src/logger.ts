@@ -8,7 +8,7 @@ export type { Logger }
  * JSON lines with ISO timestamps, or pino-pretty when stdout is a terminal (never chosen by
  * NODE_ENV: a container's logs stay machine-readable). Secrets are redacted wherever they appear.
  */
-export function loggerOptions(level: LogLevel, pretty = process.stdout.isTTY === true): LoggerOptions {
+function loggerOptions(level: LogLevel, pretty = process.stdout.isTTY === true): LoggerOptions {
   return {
     level,
     timestamp: pino.stdTimeFunctions.isoTime,

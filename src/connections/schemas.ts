@@ -13,7 +13,7 @@ const ConfigOverride = Strict({
 const Token = (max: number) => Type.String({ minLength: 1, maxLength: max })
 const ExpiresAt = Type.String({ format: 'date-time' })
 
-export const Credentials = Type.Union(
+const Credentials = Type.Union(
   [
     Strict({
       type: Type.Literal('OAUTH2'),
@@ -52,7 +52,7 @@ export const Credentials = Type.Union(
 )
 
 /** Tag keys per Nango: a letter, then letters, digits and `_-./`; at most 10 tags. */
-export const Tags = Type.Record(
+const Tags = Type.Record(
   Type.String({ pattern: '^[a-zA-Z][a-zA-Z0-9_\\-./]{0,63}$' }),
   Type.String({ minLength: 1, maxLength: 255 }),
   {
@@ -60,7 +60,7 @@ export const Tags = Type.Record(
   },
 )
 
-export const EndUser = Strict({
+const EndUser = Strict({
   id: Type.String({ minLength: 1, maxLength: 255 }),
   email: Type.Optional(Type.String({ format: 'email', minLength: 5 })),
   display_name: Type.Optional(Type.String({ maxLength: 255 })),

@@ -39,8 +39,6 @@ export function isUnavailable(err: unknown): boolean {
   return typeof code === 'string' && NETWORK_CODES.has(code)
 }
 
-export const UNIQUE_VIOLATION = '23505'
-
 /**
  * Runs `fn` again when Postgres reports a retryable failure, with jittered exponential backoff
  * (50 ms doubling to 2 s). Conflicts get 5 attempts; an outage is retried until `outageMs` has

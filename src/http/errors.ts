@@ -53,8 +53,6 @@ export class HttpError extends Error {
   }
 }
 
-export const badRequest = (code: string, message: string, issues?: FieldIssue[]) =>
-  new HttpError(400, code, message, issues)
 export const notFound = (code: string, message: string) => new HttpError(404, code, message)
 
 /** A validation failure in one part of the request, reported like Nango's zodErrorToHTTP. */

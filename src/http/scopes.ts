@@ -56,7 +56,7 @@ export function isScope(value: string): value is Scope {
   return (ENVIRONMENT_SCOPES as readonly string[]).includes(value)
 }
 
-export function grants(granted: readonly string[], required: string): boolean {
+function grants(granted: readonly string[], required: string): boolean {
   return granted.some((g) => g === required || (g.endsWith(':*') && required.startsWith(g.slice(0, -1))))
 }
 

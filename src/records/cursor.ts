@@ -17,7 +17,7 @@ export function encodeCursor(modifiedAt: string, id: number | string): string {
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(Z|[+-](\d{2}):(\d{2}))$/i
 
 /** Whether `text` is an RFC 3339 timestamp naming a real instant (no February 30th). */
-export function isRfc3339(text: string): boolean {
+function isRfc3339(text: string): boolean {
   const m = RFC3339.exec(text)
   if (!m) return false
   const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? '0'].map(

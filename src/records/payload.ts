@@ -11,7 +11,7 @@ export interface PreparedRecord {
   size: number
 }
 
-export const MAX_ID_LENGTH = 255
+const MAX_ID_LENGTH = 255
 
 // Bytes `_nango_metadata` can add to a record: four RFC 3339 timestamps (32 bytes each), a cursor
 // (at most ~80 bytes of base64), the action and the key names come to under 400 bytes.
@@ -78,9 +78,4 @@ export function prepareRecord(value: unknown, index: number, sealer: Sealer): Pr
     fingerprint: sealer.fingerprint(json),
     size: Buffer.byteLength(json) + METADATA_BYTES,
   }
-}
-
-/** The size bound of a pruned record, which is returned as `{"id": ...}` plus its metadata. */
-export function prunedSize(externalId: string): number {
-  return Buffer.byteLength(JSON.stringify({ id: externalId })) + METADATA_BYTES
 }

@@ -20,7 +20,7 @@ export interface RetentionLimits {
 
 // 50 datasets × 1,000 records keeps each transaction to well under a second, so writers that
 // queue behind a locked dataset wait briefly; a busy dataset is simply skipped (SKIP LOCKED).
-export const DEFAULT_LIMITS: RetentionLimits = { datasets: 50, records: 1000 }
+const DEFAULT_LIMITS: RetentionLimits = { datasets: 50, records: 1000 }
 
 const DAY_MS = 86_400_000
 

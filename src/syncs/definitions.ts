@@ -28,7 +28,7 @@ export interface SyncDefinition {
   trackDeletes: boolean
 }
 
-export const IntegrationConfigSchema = Type.Object(
+const IntegrationConfigSchema = Type.Object(
   {
     provider: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
     display_name: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),

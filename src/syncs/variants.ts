@@ -9,7 +9,7 @@ import type { SyncServices } from './service.ts'
 import { countVariants, deleteSync, findSyncs, insertSync, setSyncFrequency } from './store.ts'
 
 // Nango's default cap (variants_per_sync_max / MAX_SYNCS_PER_CONNECTION); the base variant counts.
-export const MAX_VARIANTS_PER_SYNC = 100
+const MAX_VARIANTS_PER_SYNC = 100
 
 const unknownConnection = () =>
   new HttpError(

@@ -59,7 +59,7 @@ export async function createTestDatabase(options: { poolMax?: number } = {}): Pr
 }
 
 /** A copy of the template that no process has open, for tests that start the real server. */
-export async function createTestDataDir(): Promise<string> {
+async function createTestDataDir(): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-serve-'))
   const dataDir = path.join(dir, 'data')
   await cp(inject('template'), dataDir, { recursive: true })

@@ -8,7 +8,7 @@ import { type TestServer, waitFor } from '../helpers/server.ts'
  * backend would) and watch the `runs` table for the outcome.
  */
 
-export const FINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED', 'EXPIRED']
+const FINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED', 'EXPIRED']
 
 export interface RunRow {
   id: number
