@@ -1,6 +1,6 @@
-import { sql } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 
-import type { Queryable } from '../db/database.ts'
+import type { Database, Queryable } from '../db/database.ts'
 import { markSynced } from '../records/datasets.ts'
 import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
 import { queueSyncWebhooks } from '../webhooks/deliver.ts'
@@ -13,7 +13,11 @@ import { finishRun, type RunOutcome } from './states.ts'
  * synced and queues the webhooks, so a success is never recorded without them, nor they without it.
  * Returns false for a late report (the run expired or was cancelled meanwhile): nothing changes.
  */
-export async function completeRun(trx: Queryable, run: ClaimedRun, outcome: RunOutcome): Promise<boolean> {
+export async function completeRun(
+  trx: Transaction<Database>,
+  run: ClaimedRun,
+  outcome: RunOutcome,
+): Promise<boolean> {
   if (!(await finishRun(trx, run, outcome))) return false
   if (outcome.state !== 'SUCCEEDED') return true
   // Deleting a sync cancels its runs first, so a run that just succeeded still has its sync.
