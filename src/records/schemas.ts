@@ -42,7 +42,9 @@ export const GetRecordsQuery = Strict({
   modified_after: Type.Optional(
     Type.String({
       ...Timestamp,
-      description: 'Only records changed after this instant, e.g. `2024-03-27T15:10:27.123456+02:00`.',
+      description:
+        'Only records changed after this instant (RFC 3339, with `Z` or any UTC offset), e.g. ' +
+        '`2024-03-27T15:10:27.123456+02:00`.',
     }),
   ),
   limit: Type.Optional(
