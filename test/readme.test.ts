@@ -99,7 +99,8 @@ describe.skipIf(!embedded)('README', () => {
     },
   )
 
-  it('"Write your own sync" works as written', async () => {
+  // A restart and three CLI runs (tsx start-up each): 25 s on a loaded 2-core machine.
+  it('"Write your own sync" works as written', { timeout: 120_000 }, async () => {
     const apiPort = await freePort()
     const api = spawn(process.execPath, [path.join(ROOT, 'examples/tutorial/tickets-api.mjs')], {
       env: { ...process.env, PORT: String(apiPort) },
