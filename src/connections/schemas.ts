@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { type Static, Type } from 'typebox'
 
 import { ConnectionId, JsonObject, ProviderConfigKey, Strict, StringBool } from '../http/schemas.ts'
 
@@ -13,7 +13,7 @@ const ConfigOverride = Strict({
 const Token = (max: number) => Type.String({ minLength: 1, maxLength: max })
 const ExpiresAt = Type.String({ format: 'date-time' })
 
-const Credentials = Type.Union(
+const CredentialShapes = Type.Union(
   [
     Strict({
       type: Type.Literal('OAUTH2'),
@@ -50,6 +50,18 @@ const Credentials = Type.Union(
   ],
   { description: 'One strict shape per auth type, as Nango imports them.' },
 )
+/**
+ * The same union, told apart by `type` (Ajv's discriminator): only the shape that `type` names is
+ * checked. As a plain union every shape reported every unknown key, 9 errors a key: 1.5 s of
+ * validation for 700 KB of unknown keys in `credentials`, against 0.1 s this way.
+ */
+const { anyOf, ...unionRest } = CredentialShapes
+const Credentials = Type.Unsafe<Static<typeof CredentialShapes>>({
+  ...unionRest,
+  type: 'object',
+  oneOf: anyOf,
+  discriminator: { propertyName: 'type' },
+})
 
 /** Tag keys per Nango: a letter, then letters, digits and `_-./`; at most 10 tags. */
 const Tags = Type.Record(
