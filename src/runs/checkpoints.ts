@@ -15,7 +15,7 @@ export interface Checkpoint {
   version: number
 }
 
-export async function readCheckpoint(
+async function readCheckpoint(
   db: Queryable,
   sealer: Sealer,
   syncId: string,
@@ -28,6 +28,26 @@ export async function readCheckpoint(
   return row
     ? { value: openJson<Record<string, unknown>>(sealer, row.checkpoint), version: row.version }
     : null
+}
+
+/** The checkpoints of many syncs in one query (GET /sync/status); a sync without one is absent. */
+export async function readCheckpoints(
+  db: Queryable,
+  sealer: Sealer,
+  syncIds: readonly string[],
+): Promise<Map<string, Checkpoint>> {
+  if (syncIds.length === 0) return new Map()
+  const rows = await db
+    .selectFrom('checkpoints')
+    .select(['sync_id', 'checkpoint', 'version'])
+    .where('sync_id', 'in', [...syncIds])
+    .execute()
+  return new Map(
+    rows.map((r) => [
+      r.sync_id,
+      { value: openJson<Record<string, unknown>>(sealer, r.checkpoint), version: r.version },
+    ]),
+  )
 }
 
 /**

@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Queryable } from '../db/database.ts'
-import { readCheckpoint } from '../runs/checkpoints.ts'
+import { readCheckpoints } from '../runs/checkpoints.ts'
 import type { Definitions } from './definitions.ts'
 import type { SyncRow } from './store.ts'
 
@@ -75,6 +75,11 @@ export async function syncStatuses(
   rows: readonly SyncRow[],
 ) {
   const known = await facts(db, rows)
+  const checkpoints = await readCheckpoints(
+    db,
+    sealer,
+    rows.map((r) => r.id),
+  )
   const out = []
   for (const row of rows) {
     const f = known.get(row.id)!
@@ -98,7 +103,6 @@ export async function syncStatuses(
     } else {
       for (const [model, n] of f.counts) recordCount[model] = n
     }
-    const checkpoint = await readCheckpoint(db, sealer, row.id)
     out.push({
       id: row.id,
       connection_id: row.connection,
@@ -113,7 +117,7 @@ export async function syncStatuses(
         ? { latestResult: latest.result ?? {}, latestExecutionStatus: EXECUTION_STATUS[latest.state]! }
         : {}),
       recordCount,
-      checkpoint: checkpoint?.value ?? null,
+      checkpoint: checkpoints.get(row.id)?.value ?? null,
     })
   }
   return out
