@@ -101,6 +101,11 @@ export async function deliverDue(
   options: DeliveryOptions = DEFAULT_DELIVERY,
 ): Promise<number> {
   const due = await claimDeliveries(db, 20, options.timeoutMs * 3)
+  // Another deliverer finished it after this claim ran out, or the webhook was removed meanwhile.
+  const late = (recorded: boolean, deliveryId: number) => {
+    if (recorded) return
+    logger.info({ deliveryId }, 'webhook delivery changed meanwhile; this attempt is not recorded')
+  }
   await Promise.all(
     due.map(async (d) => {
       const settings = await getWebhook(db, sealer, d.environmentId)
@@ -120,7 +125,7 @@ export async function deliverDue(
         })
         status = response.status
         await response.body?.cancel()
-        if (response.ok) return markDelivered(db, d.id, status)
+        if (response.ok) return late(await markDelivered(db, d.id, status), d.id)
         error = `receiver answered ${status}`
       } catch (err) {
         error = (err as Error).message
@@ -130,7 +135,7 @@ export async function deliverDue(
           ? null
           : Math.min(3_600_000, options.baseDelayMs * 2 ** (d.attempts - 1))
       logger.warn({ deliveryId: d.id, attempt: d.attempts, error, retryIn }, 'webhook delivery failed')
-      await markAttemptFailed(db, d.id, { status, error }, retryIn)
+      late(await markAttemptFailed(db, d.id, { status, error }, retryIn), d.id)
     }),
   )
   return due.length

@@ -4,6 +4,7 @@ import { sql } from 'kysely'
 
 import { type Sealer, openJson, sealJson } from '../crypto.ts'
 import type { Queryable } from '../db/database.ts'
+import { type DeliveryState, type DeliveryStateLeadingTo, deliveryStatesLeadingTo } from './states.ts'
 
 export interface WebhookSettings {
   url: string
@@ -61,7 +62,7 @@ export async function removeWebhook(db: Queryable, environmentId: number): Promi
     .updateTable('webhook_deliveries')
     .set({ state: 'failed', last_error: 'The webhook URL was removed' })
     .where('environment_id', '=', environmentId)
-    .where('state', '=', 'pending')
+    .where('state', 'in', deliveryStatesLeadingTo('failed'))
     .execute()
   const result = await db
     .deleteFrom('webhook_settings')
@@ -123,22 +124,37 @@ export async function claimDeliveries(
   }))
 }
 
-export async function markDelivered(db: Queryable, id: number, status: number): Promise<void> {
-  await db
+// A failed attempt with attempts left keeps the delivery pending; a failed one is requeued by hand.
+const RETRY_FROM: DeliveryStateLeadingTo<'pending'> = 'pending'
+const REQUEUE_FROM: DeliveryStateLeadingTo<'pending'> = 'failed'
+
+/**
+ * Records a successful attempt, unless the delivery left the states that lead to delivered meanwhile
+ * (compare-and-set). Returns false for such a late report: nothing changes.
+ */
+export async function markDelivered(db: Queryable, id: number, status: number): Promise<boolean> {
+  const result = await db
     .updateTable('webhook_deliveries')
     .set({ state: 'delivered', delivered_at: new Date(), last_status: status, last_error: null })
     .where('id', '=', id)
-    .execute()
+    .where('state', 'in', deliveryStatesLeadingTo('delivered'))
+    .executeTakeFirst()
+  return result.numUpdatedRows > 0n
 }
 
-/** Schedules another attempt after `retryInMs`, or gives up (state failed) when null. */
+/**
+ * Schedules another attempt after `retryInMs`, or gives up (state failed) when null; either only
+ * while the delivery is in a state that leads there (compare-and-set), so a late report cannot
+ * overwrite a delivery that was delivered, or failed, meanwhile. Returns false for such a report.
+ */
 export async function markAttemptFailed(
   db: Queryable,
   id: number,
   failure: { status: number | null; error: string },
   retryInMs: number | null,
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const from: readonly DeliveryState[] = retryInMs === null ? deliveryStatesLeadingTo('failed') : [RETRY_FROM]
+  const result = await db
     .updateTable('webhook_deliveries')
     .set({
       last_status: failure.status,
@@ -148,7 +164,9 @@ export async function markAttemptFailed(
         : { next_attempt_at: sql<Date>`now() + ${retryInMs} * interval '1 millisecond'` }),
     })
     .where('id', '=', id)
-    .execute()
+    .where('state', 'in', [...from])
+    .executeTakeFirst()
+  return result.numUpdatedRows > 0n
 }
 
 export interface DeliveryInfo {
@@ -166,7 +184,7 @@ export interface DeliveryInfo {
 export async function listDeliveries(
   db: Queryable,
   environmentId: number,
-  filter: { state?: 'pending' | 'delivered' | 'failed'; limit: number },
+  filter: { state?: DeliveryState; limit: number },
 ): Promise<DeliveryInfo[]> {
   let query = db.selectFrom('webhook_deliveries').selectAll().where('environment_id', '=', environmentId)
   if (filter.state) query = query.where('state', '=', filter.state)
@@ -190,7 +208,7 @@ export async function retryFailed(db: Queryable, environmentId: number): Promise
     .updateTable('webhook_deliveries')
     .set({ state: 'pending', attempts: 0, next_attempt_at: new Date() })
     .where('environment_id', '=', environmentId)
-    .where('state', '=', 'failed')
+    .where('state', '=', REQUEUE_FROM)
     .executeTakeFirst()
   return Number(result.numUpdatedRows)
 }
