@@ -1,6 +1,6 @@
 import { PostConnectionBody } from '../connections/schemas.ts'
 import { deleteConnection, listConnections, upsertConnection } from '../connections/store.ts'
-import { validateJson } from '../http/validation.ts'
+import { validateJson } from '../validation.ts'
 import { envOption, parse, parseJsonArgument, requireEnvironment } from './args.ts'
 import { CommandError, type CliContext, table, UsageError } from './context.ts'
 

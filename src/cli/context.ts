@@ -23,6 +23,12 @@ export interface CliContext {
   onConnectionSaved?: (connectionId: number) => Promise<void>
 }
 
+/**
+ * Runs one command line and returns its exit code (cli/run.ts's runCommand). serve takes it as an
+ * argument, to run the commands a CLI forwards to it, so serve.ts and run.ts never import each other.
+ */
+export type CommandRunner = (argv: readonly string[], ctx: CliContext) => Promise<number>
+
 /** Bad arguments: reported as one line, exit code 2. */
 export class UsageError extends Error {
   override name = 'UsageError'

@@ -1,4 +1,4 @@
-import { FULL_ACCESS, isScope } from '../http/scopes.ts'
+import { FULL_ACCESS, isScope } from '../keys/scopes.ts'
 import { createKey, listKeys, revokeKey } from '../keys/store.ts'
 import { envOption, parse, requireEnvironment } from './args.ts'
 import { CommandError, type CliContext, table, UsageError } from './context.ts'

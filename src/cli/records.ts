@@ -2,7 +2,7 @@ import path from 'node:path'
 
 import { findConnectionRef } from '../connections/store.ts'
 import { ModelName, VariantName } from '../http/schemas.ts'
-import { validateJson } from '../http/validation.ts'
+import { validateJson } from '../validation.ts'
 import { ImportError, importRecords } from '../records/import.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import { envOption, parse, requireEnvironment } from './args.ts'

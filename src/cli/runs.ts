@@ -1,5 +1,4 @@
-import { sql } from 'kysely'
-
+import { findRunOutcome, listRuns } from '../runs/history.ts'
 import { listRunLogs } from '../runs/logs.ts'
 import { envOption, parse, requireEnvironment } from './args.ts'
 import { CommandError, type CliContext, table, UsageError } from './context.ts'
@@ -28,29 +27,13 @@ export async function runsCommand(args: string[], ctx: CliContext): Promise<void
       }
       await ctx.withDb(async (db) => {
         const env = await requireEnvironment(db, values.env)
-        let query = db.kysely
-          .selectFrom('runs as r')
-          .innerJoin('syncs as s', 's.id', 'r.sync_id')
-          .innerJoin('connections as c', 'c.id', 's.connection_id')
-          .select([
-            'r.id',
-            'c.provider_config_key',
-            'c.connection_id',
-            's.name',
-            's.variant',
-            'r.state',
-            'r.reason',
-            'r.created_at',
-            'r.ended_at',
-            'r.result',
-            'r.error',
-            sql<string | null>`(r.ended_at - r.started_at)::text`.as('duration'),
-          ])
-          .where('c.environment_id', '=', env.id)
-        if (values.integration) query = query.where('c.provider_config_key', '=', values.integration)
-        if (values['connection-id']) query = query.where('c.connection_id', '=', values['connection-id'])
-        if (values.sync) query = query.where('s.name', '=', values.sync)
-        const runs = await query.orderBy('r.id', 'desc').limit(limit).execute()
+        const runs = await listRuns(db.kysely, {
+          environmentId: env.id,
+          providerConfigKey: values.integration,
+          connectionId: values['connection-id'],
+          syncName: values.sync,
+          limit,
+        })
         if (values.json) return ctx.io.out(JSON.stringify(runs))
         if (runs.length === 0) return ctx.io.err(`No runs in environment ${env.name}.`)
         const rows = runs.map((r) => [
@@ -80,11 +63,7 @@ export async function runsCommand(args: string[], ctx: CliContext): Promise<void
         throw new UsageError('RUN_ID must be a run number (see: syncstore runs list)')
       }
       await ctx.withDb(async (db) => {
-        const run = await db.kysely
-          .selectFrom('runs')
-          .select(['state', 'error'])
-          .where('id', '=', id)
-          .executeTakeFirst()
+        const run = await findRunOutcome(db.kysely, id)
         if (!run) throw new CommandError(`no run ${id}`)
         const lines = await listRunLogs(db.kysely, id)
         if (values.json) {

@@ -10,9 +10,8 @@ import { createLogger } from '../logger.ts'
 import { startServer } from '../server.ts'
 import { DefinitionError } from '../syncs/definitions.ts'
 import { parse } from './args.ts'
-import { CommandError, type CliContext } from './context.ts'
+import { CommandError, type CliContext, type CommandRunner } from './context.ts'
 import { serveCommands, socketPathFor } from './forward.ts'
-import type { runCommand } from './run.ts'
 
 /**
  * Starts the server and returns once it listens; the process then lives until a signal.
@@ -20,7 +19,7 @@ import type { runCommand } from './run.ts'
  * finish, or are released for another instance), stop accepting commands, let in-flight requests
  * finish, close the database, release the embedded lock. A second signal exits at once.
  */
-export async function serveCommand(args: string[], ctx: CliContext, run: typeof runCommand): Promise<void> {
+export async function serveCommand(args: string[], ctx: CliContext, run: CommandRunner): Promise<void> {
   parse(args, {})
   const { config } = ctx
   const started = performance.now()

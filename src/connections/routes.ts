@@ -5,9 +5,9 @@ import { Type } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
-import { HttpError } from '../http/errors.ts'
+import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, stringBoolValue, Success } from '../http/schemas.ts'
-import { satisfies } from '../http/scopes.ts'
+import { satisfies } from '../keys/scopes.ts'
 import {
   connectionFull,
   connectionListItem,

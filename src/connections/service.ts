@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
-import { notFound } from '../http/errors.ts'
+import { notFound } from '../errors.ts'
 import { type JsonObject, lockConnections, readMetadata, writeMetadata } from './store.ts'
 
 export type MetadataMode = 'replace' | 'merge'

@@ -7,6 +7,7 @@ import type { DatabaseTarget } from '../config.ts'
 import type { Logger } from '../logger.ts'
 import type { Database } from './database.ts'
 import { DatabaseUnavailableError, sqlState } from './errors.ts'
+import { PREPARED } from './prepared.ts'
 
 export interface Db {
   readonly kysely: Kysely<Database>
@@ -60,13 +61,6 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
     close: () => (closed ??= kysely.destroy()),
   }
 }
-
-/**
- * Statements that start with PREPARED run as named prepared statements: parsed and planned once
- * per connection instead of on every call. Planning GET /records' page query costs about as much
- * as running it for a page of 100; hot, fixed-shape queries opt in with the marker.
- */
-export const PREPARED = '/* prepared */'
 
 function preparingPool(pool: pg.Pool, logger: Logger) {
   const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()

@@ -2,10 +2,11 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 
 import { sha256Hex } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
+import type { BootstrapKey } from '../keys/bootstrap.ts'
 import { findActiveKey, type Principal, touchKey } from '../keys/store.ts'
 import type { Logger } from '../logger.ts'
-import { HttpError } from './errors.ts'
-import { describeRequirement, FULL_ACCESS, satisfies, type ScopeRequirement } from './scopes.ts'
+import { HttpError } from '../errors.ts'
+import { describeRequirement, FULL_ACCESS, satisfies, type ScopeRequirement } from '../keys/scopes.ts'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -17,13 +18,6 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal
   }
-}
-
-/** A bootstrap key from NANGO_SECRET_KEY_<ENV>, resolved to its environment at start-up. */
-export interface BootstrapKey {
-  keyHash: string
-  environmentId: number
-  environment: string
 }
 
 // Nango's messages (packages/shared/lib/utils/error.ts), so clients matching on them keep working.

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 
 import { jsonProblem } from '../json.ts'
-import { HttpError } from './errors.ts'
+import { HttpError } from '../errors.ts'
 
 /**
  * JSON in, JSON out. A request that declares any other Content-Type is refused with 415 before

@@ -5,8 +5,9 @@ import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, Fast
 
 import { DecryptionError } from '../crypto.ts'
 import { isUnavailable, sqlState } from '../db/errors.ts'
-import { HttpError, invalidRequest, type RequestPart, VALIDATION_CODES } from './errors.ts'
-import { ajvErrorsToIssues } from './validation.ts'
+import { HttpError } from '../errors.ts'
+import { invalidRequest, type RequestPart, VALIDATION_CODES } from './errors.ts'
+import { ajvErrorsToIssues } from '../validation.ts'
 
 /**
  * The one place errors become responses. Client errors keep their message; anything unexpected

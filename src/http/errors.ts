@@ -1,11 +1,6 @@
 import { Type } from 'typebox'
 
-/** One item of `error.errors`: Nango reports zod issues as `{code, message, path}`. */
-export interface FieldIssue {
-  code: string
-  message: string
-  path: string[]
-}
+import { type FieldIssue, HttpError } from '../errors.ts'
 
 /** The seeds' StdError: the only error body this server sends. */
 export const StdErrorSchema = Type.Object(
@@ -25,35 +20,6 @@ export const StdErrorSchema = Type.Object(
   },
   { additionalProperties: false, $id: 'StdError' },
 )
-
-export interface ErrorBody {
-  error: { code: string; message?: string; errors?: FieldIssue[] }
-}
-
-/**
- * A client-facing failure: domain code throws it, the one error handler (src/http/error-handler.ts)
- * turns it into `{error:{code,message}}` with `statusCode`.
- */
-export class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly code: string,
-    message: string,
-    readonly issues?: FieldIssue[],
-    options?: { cause?: unknown },
-  ) {
-    super(message, options)
-    this.name = 'HttpError'
-  }
-
-  toBody(): ErrorBody {
-    return {
-      error: { code: this.code, message: this.message, ...(this.issues ? { errors: this.issues } : {}) },
-    }
-  }
-}
-
-export const notFound = (code: string, message: string) => new HttpError(404, code, message)
 
 /** A validation failure in one part of the request, reported like Nango's zodErrorToHTTP. */
 export type RequestPart = 'body' | 'querystring' | 'params' | 'headers'

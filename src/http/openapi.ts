@@ -2,7 +2,7 @@ import type { FastifyDynamicSwaggerOptions } from '@fastify/swagger'
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify'
 
 import { errors } from './schemas.ts'
-import type { ScopeRequirement } from './scopes.ts'
+import type { ScopeRequirement } from '../keys/scopes.ts'
 
 /**
  * openapi.yaml is generated from the route schemas by @fastify/swagger (`npm run openapi` writes

@@ -2,9 +2,15 @@ import type { Config } from '../config.ts'
 import { sha256Hex } from '../crypto.ts'
 import type { Queryable } from '../db/database.ts'
 import { ensureEnvironment, findEnvironment } from '../environments/store.ts'
-import type { BootstrapKey } from '../http/auth.ts'
-import { FULL_ACCESS } from '../http/scopes.ts'
+import { FULL_ACCESS } from './scopes.ts'
 import { createKey } from './store.ts'
+
+/** A bootstrap key from NANGO_SECRET_KEY_<ENV>, resolved to its environment at start-up. */
+export interface BootstrapKey {
+  keyHash: string
+  environmentId: number
+  environment: string
+}
 
 /** NANGO_SECRET_KEY_<ENV> keys, with their environments created if missing. */
 export async function resolveBootstrapKeys(db: Queryable, config: Config): Promise<BootstrapKey[]> {

@@ -1,7 +1,7 @@
 import { type RawBuilder, sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
-import { PREPARED } from '../db/connect.ts'
+import { PREPARED } from '../db/prepared.ts'
 import type { Queryable } from '../db/database.ts'
 import type { CursorPosition } from './cursor.ts'
 

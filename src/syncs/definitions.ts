@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads'
 import { Ajv } from 'ajv'
 import { Type } from 'typebox'
 
-import { validateJson } from '../http/validation.ts'
+import { validateJson } from '../validation.ts'
 import { parseFrequency } from '../scheduler/frequency.ts'
 
 /**

@@ -3,7 +3,7 @@ import { Type } from 'typebox'
 
 import { findConnectionRef } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
-import { HttpError } from '../http/errors.ts'
+import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, Success } from '../http/schemas.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import {

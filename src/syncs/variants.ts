@@ -1,6 +1,6 @@
 import { findConnectionRef } from '../connections/store.ts'
 import { withRetries } from '../db/errors.ts'
-import { HttpError } from '../http/errors.ts'
+import { HttpError } from '../errors.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import { parseFrequency } from '../scheduler/frequency.ts'
 import { cancelRuns } from '../runs/states.ts'

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { findConnectionRef } from '../../src/connections/store.ts'
 import { setVariable } from '../../src/environments/variables-store.ts'
-import { ENVIRONMENT_SCOPES, satisfies, type Scope } from '../../src/http/scopes.ts'
+import { ENVIRONMENT_SCOPES, satisfies, type Scope } from '../../src/keys/scopes.ts'
 import { createKey, revokeKey } from '../../src/keys/store.ts'
 import { encodeCursor } from '../../src/records/cursor.ts'
 import { batchSave } from '../../src/records/save.ts'
