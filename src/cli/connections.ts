@@ -1,5 +1,8 @@
+import type { Static } from 'typebox'
+
 import { PostConnectionBody } from '../connections/schemas.ts'
-import { deleteConnection, listConnections, upsertConnection } from '../connections/store.ts'
+import { importConnection } from '../connections/service.ts'
+import { deleteConnection, listConnections } from '../connections/store.ts'
 import { validateJson } from '../validation.ts'
 import { envOption, parse, parseJsonArgument, requireEnvironment } from './args.ts'
 import { CommandError, type CliContext, table, UsageError } from './context.ts'
@@ -41,13 +44,15 @@ export async function connectionsCommand(args: string[], ctx: CliContext): Promi
       }
       await ctx.withDb(async (db) => {
         const env = await requireEnvironment(db, values.env)
-        const { connection, created } = await upsertConnection(db.kysely, ctx.sealer, env.id, {
-          providerConfigKey: body.provider_config_key,
-          connectionId: body.connection_id,
-          metadata: body.metadata as Record<string, unknown> | undefined,
-          credentials: body.credentials as Record<string, unknown> | undefined,
-        })
-        await ctx.onConnectionSaved?.(connection.id)
+        const { onConnectionSaved } = ctx
+        const { connection, created } = await importConnection(
+          db.kysely,
+          ctx.sealer,
+          env.id,
+          // Valid: checked against the same schema just above.
+          body as Static<typeof PostConnectionBody>,
+          onConnectionSaved && ((c) => onConnectionSaved(c.id)),
+        )
         ctx.io.err(
           `${created ? 'Created' : 'Replaced'} connection ${connection.connectionId} of integration ` +
             `${connection.providerConfigKey} in environment ${env.name}.`,

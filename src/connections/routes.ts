@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto'
-
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
@@ -8,13 +6,7 @@ import type { Db } from '../db/connect.ts'
 import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, stringBoolValue, Success } from '../http/schemas.ts'
 import { satisfies } from '../keys/scopes.ts'
-import {
-  connectionFull,
-  connectionListItem,
-  type ProviderOf,
-  tagsFor,
-  withoutRefreshTokens,
-} from './format.ts'
+import { connectionFull, connectionListItem, type ProviderOf, withoutRefreshTokens } from './format.ts'
 import {
   ConnectionFull,
   ConnectionListItem,
@@ -25,8 +17,8 @@ import {
   MetadataBody,
   PostConnectionBody,
 } from './schemas.ts'
-import { changeMetadata, type MetadataMode } from './service.ts'
-import { deleteConnection, findConnection, listConnections, upsertConnection } from './store.ts'
+import { changeMetadata, importConnection, type MetadataMode } from './service.ts'
+import { deleteConnection, findConnection, listConnections } from './store.ts'
 
 export interface ConnectionRoutesOptions {
   db: Db
@@ -68,17 +60,13 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
       },
     },
     async (request, reply) => {
-      const body = request.body
-      const { connection } = await upsertConnection(db.kysely, sealer, request.principal.environmentId, {
-        providerConfigKey: body.provider_config_key,
-        connectionId: body.connection_id ?? randomUUID(),
-        metadata: body.metadata,
-        credentials: body.credentials && withRaw(body.credentials),
-        connectionConfig: body.connection_config,
-        tags: tagsFor(body.tags, body.end_user),
-        endUser: body.end_user,
-      })
-      await opts.onConnectionSaved?.(connection)
+      const { connection } = await importConnection(
+        db.kysely,
+        sealer,
+        request.principal.environmentId,
+        request.body,
+        opts.onConnectionSaved,
+      )
       return reply.code(201).send(connectionFull(connection, providerOf, connection.credentials ?? {}, 'iso'))
     },
   )
@@ -269,12 +257,4 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
     summary: 'Merge metadata (shallowly) into one or more connections of an integration',
     operationId: 'updateMetadata',
   })
-}
-
-/** Nango keeps a copy of imported OAuth credentials as `raw`. */
-function withRaw(credentials: Record<string, unknown>): Record<string, unknown> {
-  const type = credentials.type
-  return type === 'OAUTH2' || type === 'OAUTH1' || type === 'OAUTH2_CC'
-    ? { ...credentials, raw: { ...credentials } }
-    : credentials
 }

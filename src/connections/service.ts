@@ -1,10 +1,56 @@
+import { randomUUID } from 'node:crypto'
+
 import type { Kysely } from 'kysely'
+import type { Static } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
 import { notFound } from '../errors.ts'
-import { type JsonObject, lockConnections, readMetadata, writeMetadata } from './store.ts'
+import { tagsFor } from './format.ts'
+import type { PostConnectionBody } from './schemas.ts'
+import {
+  type Connection,
+  type JsonObject,
+  lockConnections,
+  readMetadata,
+  upsertConnection,
+  writeMetadata,
+} from './store.ts'
+
+/**
+ * Imports a connection as POST /connections does, for the route and for `syncstore connections
+ * create` alike: a generated id when none is given, OAuth credentials kept with their `raw` copy
+ * (Nango's shape), tags derived from the end user, then `afterSave` (a running server gives the
+ * connection its syncs there).
+ */
+export async function importConnection(
+  db: Kysely<Database>,
+  sealer: Sealer,
+  environmentId: number,
+  body: Static<typeof PostConnectionBody>,
+  afterSave?: (connection: Connection) => Promise<void>,
+): Promise<{ connection: Connection; created: boolean }> {
+  const saved = await upsertConnection(db, sealer, environmentId, {
+    providerConfigKey: body.provider_config_key,
+    connectionId: body.connection_id ?? randomUUID(),
+    metadata: body.metadata,
+    credentials: body.credentials && withRaw(body.credentials),
+    connectionConfig: body.connection_config,
+    tags: tagsFor(body.tags, body.end_user),
+    endUser: body.end_user,
+  })
+  await afterSave?.(saved.connection)
+  return saved
+}
+
+/** Nango keeps what the provider sent for OAuth credentials beside the fields it reads. */
+function withRaw(credentials: Record<string, unknown>): Record<string, unknown> {
+  const type = credentials.type
+  return type === 'OAUTH2' || type === 'OAUTH1' || type === 'OAUTH2_CC'
+    ? { ...credentials, raw: { ...credentials } }
+    : credentials
+}
 
 export type MetadataMode = 'replace' | 'merge'
 

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { sha256Hex } from '../../src/crypto.ts'
+import { findConnection } from '../../src/connections/store.ts'
+import { createSealer, sha256Hex } from '../../src/crypto.ts'
+import { findEnvironment } from '../../src/environments/store.ts'
 import { findActiveKey } from '../../src/keys/store.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { type CliResult, killAll, runCli, UUID_V4 } from '../helpers/process.ts'
@@ -169,6 +171,18 @@ describe('syncstore connections', { timeout: 180_000 }, () => {
     expect(JSON.parse(after.stdout)).not.toContainEqual(
       expect.objectContaining({ connectionId: 'cli-conn-1' }),
     )
+  })
+
+  it('imports a connection as POST /connections does: OAuth credentials keep their raw copy', async () => {
+    const credentials = { type: 'OAUTH2', access_token: 'tok-cli', refresh_token: 'ref-cli' }
+    const args = ['--integration', 'github', '--connection-id', 'cli-oauth']
+    const created = await cli('connections', 'create', ...args, '--credentials', JSON.stringify(credentials))
+    expect(created.code, created.stderr).toBe(0)
+    const stored = await database.withDb(async (db) => {
+      const env = await findEnvironment(db.kysely, 'dev')
+      return findConnection(db.kysely, createSealer(null), env!.id, 'github', 'cli-oauth')
+    })
+    expect(stored?.credentials).toEqual({ ...credentials, raw: credentials })
   })
 
   it('rejects invalid JSON, a wrong credentials shape and a missing --integration with exit 2', async () => {
