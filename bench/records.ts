@@ -16,6 +16,7 @@ import { upsertConnection } from '../src/connections/store.ts'
 import { createSealer } from '../src/crypto.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
+import { inTransaction } from '../src/db/transaction.ts'
 import { ensureEnvironment } from '../src/environments/store.ts'
 import { createKey } from '../src/keys/store.ts'
 import { createLogger } from '../src/logger.ts'
@@ -131,7 +132,9 @@ async function main() {
     await raw.query('CHECKPOINT')
     const ours = await timed(async () => {
       let count = 0
-      for (const b of batches(data)) count += (await batchSave(db.kysely, sealer, ds, b))[expect].length
+      for (const b of batches(data)) {
+        count += (await inTransaction(db.kysely, (trx) => batchSave(trx, sealer, ds, b)))[expect].length
+      }
       return count
     })
     if (ours.value !== N) throw new Error(`batchSave ${phase}: expected ${N} ${expect}, got ${ours.value}`)

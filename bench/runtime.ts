@@ -14,6 +14,7 @@ import { upsertConnection } from '../src/connections/store.ts'
 import { createSealer } from '../src/crypto.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
+import { inTransaction } from '../src/db/transaction.ts'
 import { ensureEnvironment } from '../src/environments/store.ts'
 import { setVariable } from '../src/environments/variables-store.ts'
 import { createKey } from '../src/keys/store.ts'
@@ -121,7 +122,8 @@ const directRun = await timed(async () => {
       n: start + i,
       flag: i % 2 === 0,
     }))
-    await batchSave(db.kysely, sealer, { connectionId: direct.id, model: 'Item', variant: 'base' }, batch)
+    const ds = { connectionId: direct.id, model: 'Item', variant: 'base' }
+    await inTransaction(db.kysely, (trx) => batchSave(trx, sealer, ds, batch))
   }
 })
 const directRate = (SAVE_RECORDS / directRun.ms) * 1000

@@ -17,7 +17,7 @@ import {
   MetadataBody,
   PostConnectionBody,
 } from './schemas.ts'
-import { changeMetadata, importConnection, type MetadataMode, unknownConnection } from './service.ts'
+import { changeMetadata, importConnection, type MetadataMode } from './service.ts'
 import { deleteConnection, findConnection, listConnections } from './store.ts'
 
 export interface ConnectionRoutesOptions {
@@ -196,7 +196,13 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         request.query.provider_config_key,
         request.params.connectionId,
       )
-      if (!deleted) throw unknownConnection()
+      if (!deleted) {
+        throw new HttpError(
+          400,
+          'unknown_connection',
+          'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
+        )
+      }
       return { success: true }
     },
   )

@@ -1,28 +1,21 @@
-import { type Kysely, sql } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
 import { isPlainObject } from '../json.ts'
-import {
-  type Dataset,
-  lockDataset,
-  recordWrite,
-  setTrackDeletesGeneration,
-  type WriteGuard,
-} from './datasets.ts'
+import { type Dataset, lockDataset, recordWrite, setTrackDeletesGeneration } from './datasets.ts'
 import { externalIdOf, RecordError } from './payload.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
 
 /**
  * batchDelete: soft-deletes records by id, keeping their last known payload. Deleting a record
  * that is already deleted changes nothing (`unchanged`, its cursor stays put); ids never stored
- * are `ignored` rather than turned into tombstones.
+ * are `ignored` rather than turned into tombstones. Runs in the caller's transaction, which holds
+ * the dataset's lock from here until it ends (so do trackDeletesStart and trackDeletesEnd).
  */
 export async function batchDelete(
-  db: Kysely<Database>,
+  trx: Transaction<Database>,
   ds: Dataset,
   records: readonly unknown[],
-  guard?: WriteGuard,
 ): Promise<WriteResult> {
   const items = records.map((value, index) => {
     const externalId = isPlainObject(value) ? externalIdOf(value.id) : undefined
@@ -36,27 +29,23 @@ export async function batchDelete(
   if (unique.length === 0) return result
   const ids = unique.map((u) => u.externalId)
 
-  const { deleted, existing } = await withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      await guard?.(trx)
-      const lock = await lockDataset(trx, ds)
-      const { rows } = await sql<{ external_id: string; was_live: boolean }>`
-        WITH target AS (
-          SELECT external_id, deleted_at IS NULL AS was_live FROM records
-          WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
-            AND external_id = any(${ids}::text[])
-        ), deleted AS (
-          UPDATE records r SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
-          FROM target t
-          WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
-            AND r.external_id = t.external_id AND t.was_live
-        )
-        SELECT external_id, was_live FROM target`.execute(trx)
-      const deleted = rows.filter((r) => r.was_live).map((r) => r.external_id)
-      if (deleted.length > 0) await recordWrite(trx, ds, lock.stamp, -deleted.length)
-      return { deleted: new Set(deleted), existing: new Set(rows.map((r) => r.external_id)) }
-    }),
-  )
+  const lock = await lockDataset(trx, ds)
+  const { rows } = await sql<{ external_id: string; was_live: boolean }>`
+    WITH target AS (
+      SELECT external_id, deleted_at IS NULL AS was_live FROM records
+      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+        AND external_id = any(${ids}::text[])
+    ), deleted AS (
+      UPDATE records r SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
+      FROM target t
+      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+        AND r.external_id = t.external_id AND t.was_live
+    )
+    SELECT external_id, was_live FROM target`.execute(trx)
+  const deleted = new Set(rows.filter((r) => r.was_live).map((r) => r.external_id))
+  if (deleted.size > 0) await recordWrite(trx, ds, lock.stamp, -deleted.size)
+
+  const existing = new Set(rows.map((r) => r.external_id))
   for (const id of ids) {
     if (deleted.has(id)) result.deleted.push(id)
     else if (existing.has(id)) result.unchanged.push(id)
@@ -73,59 +62,41 @@ export class TrackDeletesError extends Error {
  * Opens a delete-tracking window for the dataset, unless one is already open (a run that failed
  * before trackDeletesEnd keeps its window, so the next run still catches what vanished).
  */
-export async function trackDeletesStart(
-  db: Kysely<Database>,
-  ds: Dataset,
-  guard?: WriteGuard,
-): Promise<void> {
-  await withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      await guard?.(trx)
-      const lock = await lockDataset(trx, ds)
-      if (lock.trackDeletesGeneration !== null) return
-      const { rows } = await sql<{
-        generation: number
-      }>`SELECT nextval('records_generation_seq') AS generation`.execute(trx)
-      await setTrackDeletesGeneration(trx, ds, Number(rows[0]!.generation))
-    }),
-  )
+export async function trackDeletesStart(trx: Transaction<Database>, ds: Dataset): Promise<void> {
+  const lock = await lockDataset(trx, ds)
+  if (lock.trackDeletesGeneration !== null) return
+  const { rows } = await sql<{
+    generation: number
+  }>`SELECT nextval('records_generation_seq') AS generation`.execute(trx)
+  await setTrackDeletesGeneration(trx, ds, Number(rows[0]!.generation))
 }
 
 /**
  * Closes the window: soft-deletes every live record that no batchSave or batchUpdate touched
  * since trackDeletesStart, and returns their ids.
  */
-export async function trackDeletesEnd(
-  db: Kysely<Database>,
-  ds: Dataset,
-  guard?: WriteGuard,
-): Promise<string[]> {
-  return withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      await guard?.(trx)
-      const lock = await lockDataset(trx, ds)
-      const generation = lock.trackDeletesGeneration
-      if (generation === null) {
-        throw new TrackDeletesError(`No track deletes starting point found for model '${ds.model}'.`)
-      }
-      const { rows } = await sql<{ external_id: string }>`
-        UPDATE records SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
+export async function trackDeletesEnd(trx: Transaction<Database>, ds: Dataset): Promise<string[]> {
+  const lock = await lockDataset(trx, ds)
+  const generation = lock.trackDeletesGeneration
+  if (generation === null) {
+    throw new TrackDeletesError(`No track deletes starting point found for model '${ds.model}'.`)
+  }
+  const { rows } = await sql<{ external_id: string }>`
+    UPDATE records SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
+    WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+      AND deleted_at IS NULL
+      AND external_id NOT IN (
+        SELECT unnest(external_ids) FROM records_seen
         WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
-          AND deleted_at IS NULL
-          AND external_id NOT IN (
-            SELECT unnest(external_ids) FROM records_seen
-            WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
-              AND generation = ${generation})
-        RETURNING external_id`.execute(trx)
-      await trx
-        .deleteFrom('records_seen')
-        .where('connection_id', '=', ds.connectionId)
-        .where('model', '=', ds.model)
-        .where('variant', '=', ds.variant)
-        .execute()
-      await setTrackDeletesGeneration(trx, ds, null)
-      if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, -rows.length)
-      return rows.map((r) => r.external_id)
-    }),
-  )
+          AND generation = ${generation})
+    RETURNING external_id`.execute(trx)
+  await trx
+    .deleteFrom('records_seen')
+    .where('connection_id', '=', ds.connectionId)
+    .where('model', '=', ds.model)
+    .where('variant', '=', ds.variant)
+    .execute()
+  await setTrackDeletesGeneration(trx, ds, null)
+  if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, -rows.length)
+  return rows.map((r) => r.external_id)
 }

@@ -5,6 +5,7 @@ import type { Kysely } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
 import type { Dataset } from './datasets.ts'
 import { RecordError } from './payload.ts'
 import { batchSave } from './save.ts'
@@ -51,7 +52,7 @@ export async function importRecords(
   const flush = async () => {
     if (batch.length === 0) return
     try {
-      const result = await batchSave(db, sealer, ds, batch)
+      const result = await inTransaction(db, (trx) => batchSave(trx, sealer, ds, batch))
       summary.added += result.added.length
       summary.updated += result.updated.length
       summary.unchanged += result.unchanged.length

@@ -1,7 +1,6 @@
-import { type Kysely, sql, type Transaction } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
 import type { CursorPosition } from './cursor.ts'
 import { type Dataset, lockExistingDataset } from './datasets.ts'
 import { METADATA_BYTES } from './payload.ts'
@@ -15,26 +14,22 @@ export interface PruneResult {
 /**
  * Empties the payloads of up to `limit` records at or before `until` (inclusive), oldest first.
  * Metadata and cursors stay; deleted records are pruned too; already-pruned ones are skipped and
- * not counted. Saving the record again restores its payload.
+ * not counted. Saving the record again restores its payload. Runs in the caller's transaction.
  */
 export async function pruneRecords(
-  db: Kysely<Database>,
+  trx: Transaction<Database>,
   ds: Dataset,
   until: CursorPosition,
   limit: number,
 ): Promise<PruneResult> {
-  return withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      // Takes its turn with writers, but never creates the dataset: a prune of a model the
-      // connection has no records for has nothing to do and must leave no row behind.
-      if (!(await lockExistingDataset(trx, ds))) return { count: 0, hasMore: false }
-      return pruneLocked(
-        trx,
-        ds,
-        sql`(r.last_modified_at, r.id) <= (${until.modifiedAt}::timestamptz, ${until.id}::bigint)`,
-        limit,
-      )
-    }),
+  // Takes its turn with writers, but never creates the dataset: a prune of a model the
+  // connection has no records for has nothing to do and must leave no row behind.
+  if (!(await lockExistingDataset(trx, ds))) return { count: 0, hasMore: false }
+  return pruneLocked(
+    trx,
+    ds,
+    sql`(r.last_modified_at, r.id) <= (${until.modifiedAt}::timestamptz, ${until.id}::bigint)`,
+    limit,
   )
 }
 

@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely'
 
 import type { Database } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { lockDatasetRows, type Dataset } from './datasets.ts'
 import { pruneLocked } from './prune.ts'
 
@@ -39,7 +40,7 @@ export async function runRetention(
   let deleted = 0
   if (settings.pruneAfterDays > 0) {
     const cutoff = new Date(now.getTime() - settings.pruneAfterDays * DAY_MS).toISOString()
-    pruned = await db.transaction().execute(async (trx) => {
+    pruned = await inTransaction(db, async (trx) => {
       const datasets = await lockDatasetRows(
         trx,
         sql`true`,
@@ -62,7 +63,7 @@ export async function runRetention(
   }
   if (settings.deleteAfterDays > 0) {
     const cutoff = new Date(now.getTime() - settings.deleteAfterDays * DAY_MS).toISOString()
-    deleted = await db.transaction().execute(async (trx) => {
+    deleted = await inTransaction(db, async (trx) => {
       const stale = sql`greatest(created_at, last_write_at, last_sync_at) < ${cutoff}::timestamptz`
       const datasets = await lockDatasetRows(trx, stale, sql`created_at`, limits.datasets)
       let total = 0

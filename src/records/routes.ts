@@ -3,9 +3,10 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 
-import { requireConnection, unknownConnection } from '../connections/service.ts'
+import { findConnectionRef } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
 import { invalidRequest } from '../http/errors.ts'
 import { described, EmptyQuery, errorResponse, errors } from '../http/schemas.ts'
@@ -58,6 +59,13 @@ const PRUNE_RECORDS =
   'exactly when unpruned records at or before `until_cursor` remain (Nango compares cursor strings ' +
   'and is often wrong); and an `until_cursor` that does not decode is 400 `invalid_cursor` (Nango: 500).'
 
+const unknownConnection = () =>
+  new HttpError(
+    400,
+    'unknown_connection',
+    'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
+  )
+
 function cursorParam(value: string, name: string): CursorPosition {
   const position = decodeCursor(value)
   if (!position) throw new HttpError(400, 'invalid_cursor', `${name} is not a valid cursor`)
@@ -98,12 +106,13 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
     model: string,
     variant: string | undefined,
   ): Promise<Dataset> {
-    const connection = await requireConnection(
+    const connection = await findConnectionRef(
       db.kysely,
       environmentId,
       headers['provider-config-key'],
       headers['connection-id'],
     )
+    if (!connection) throw unknownConnection()
     return { connectionId: connection.id, model, variant: variant ?? BASE_VARIANT }
   }
 
@@ -219,7 +228,9 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       const body = request.body
       const until = cursorParam(body.until_cursor, 'until_cursor')
       const ds = await datasetOf(request.principal.environmentId, request.headers, body.model, body.variant)
-      const { count, hasMore } = await pruneRecords(db.kysely, ds, until, body.limit ?? 1000)
+      const { count, hasMore } = await inTransaction(db.kysely, (trx) =>
+        pruneRecords(trx, ds, until, body.limit ?? 1000),
+      )
       return { count, has_more: hasMore }
     },
   )

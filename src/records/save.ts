@@ -1,9 +1,8 @@
-import { type Kysely, sql } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
-import { type Dataset, lockDataset, recordWrite, type WriteGuard } from './datasets.ts'
+import { type Dataset, lockDataset, recordWrite } from './datasets.ts'
 import { prepareRecord } from './payload.ts'
 import { markSeen } from './seen.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
@@ -13,14 +12,14 @@ import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
  * which undeletes it as ADDED), updated when its payload changed, and otherwise left untouched:
  * an unchanged re-save writes nothing, so its cursor does not move. Saving a pruned record
  * restores its payload in place. All or nothing: any invalid record fails the whole batch before
- * anything is written (RecordError).
+ * anything is written (RecordError). Runs in the caller's transaction, which holds the dataset's
+ * lock from here until it ends.
  */
 export async function batchSave(
-  db: Kysely<Database>,
+  trx: Transaction<Database>,
   sealer: Sealer,
   ds: Dataset,
   records: readonly unknown[],
-  guard?: WriteGuard,
 ): Promise<WriteResult> {
   const prepared = records.map((record, index) => prepareRecord(record, index, sealer))
   const { unique, duplicates } = firstOfEach(prepared)
@@ -32,42 +31,38 @@ export async function batchSave(
   const fingerprints = unique.map((r) => r.fingerprint)
   const sizes = unique.map((r) => r.size)
 
-  const written = await withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      await guard?.(trx)
-      const lock = await lockDataset(trx, ds, Math.max(...sizes))
-      // One upsert, no lookup first: the conflict check always goes through the primary key, whatever
-      // the statistics say, and a row whose payload is the same is locked but not rewritten (its
-      // cursor does not move). RETURNING lists only the rows written; a row's status follows from
-      // its timestamps, because the stamp is later than anything already in the dataset:
-      // first_seen_at = stamp: added (new, or undeleted); last_modified_at = stamp: updated;
-      // otherwise a pruned payload restored unchanged.
-      const { rows } = await sql<{ external_id: string; added: boolean; modified: boolean }>`
-        INSERT INTO records AS r (connection_id, model, variant, external_id, payload, payload_hash, size_bytes,
-                                  first_seen_at, last_modified_at)
-        SELECT ${ds.connectionId}, ${ds.model}, ${ds.variant}, i.external_id, i.payload, i.fingerprint, i.size,
-               ${lock.stamp}::timestamptz, ${lock.stamp}::timestamptz
-        FROM unnest(${ids}::text[], ${payloads}::text[], ${fingerprints}::text[], ${sizes}::int[])
-          AS i (external_id, payload, fingerprint, size)
-        ON CONFLICT (connection_id, model, variant, external_id) DO UPDATE SET
-          payload = excluded.payload,
-          payload_hash = excluded.payload_hash,
-          size_bytes = excluded.size_bytes,
-          first_seen_at = CASE WHEN r.deleted_at IS NOT NULL THEN excluded.first_seen_at ELSE r.first_seen_at END,
-          last_modified_at = CASE WHEN r.deleted_at IS NOT NULL OR r.payload_hash <> excluded.payload_hash
-                                  THEN excluded.last_modified_at ELSE r.last_modified_at END,
-          deleted_at = NULL,
-          pruned_at = NULL
-        WHERE r.deleted_at IS NOT NULL OR r.pruned_at IS NOT NULL OR r.payload_hash <> excluded.payload_hash
-        RETURNING r.external_id, r.first_seen_at = ${lock.stamp}::timestamptz AS added,
-                  r.last_modified_at = ${lock.stamp}::timestamptz AS modified`.execute(trx)
-      if (lock.trackDeletesGeneration !== null) await markSeen(trx, ds, lock.trackDeletesGeneration, ids)
-      const liveDelta = rows.filter((r) => r.added).length
-      if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, liveDelta)
-      return new Map(
-        rows.map((r) => [r.external_id, r.added ? 'added' : r.modified ? 'updated' : 'unchanged']),
-      )
-    }),
+  const lock = await lockDataset(trx, ds, Math.max(...sizes))
+  // One upsert, no lookup first: the conflict check always goes through the primary key, whatever
+  // the statistics say, and a row whose payload is the same is locked but not rewritten (its
+  // cursor does not move). RETURNING lists only the rows written; a row's status follows from
+  // its timestamps, because the stamp is later than anything already in the dataset:
+  // first_seen_at = stamp: added (new, or undeleted); last_modified_at = stamp: updated;
+  // otherwise a pruned payload restored unchanged.
+  const { rows } = await sql<{ external_id: string; added: boolean; modified: boolean }>`
+    INSERT INTO records AS r (connection_id, model, variant, external_id, payload, payload_hash, size_bytes,
+                              first_seen_at, last_modified_at)
+    SELECT ${ds.connectionId}, ${ds.model}, ${ds.variant}, i.external_id, i.payload, i.fingerprint, i.size,
+           ${lock.stamp}::timestamptz, ${lock.stamp}::timestamptz
+    FROM unnest(${ids}::text[], ${payloads}::text[], ${fingerprints}::text[], ${sizes}::int[])
+      AS i (external_id, payload, fingerprint, size)
+    ON CONFLICT (connection_id, model, variant, external_id) DO UPDATE SET
+      payload = excluded.payload,
+      payload_hash = excluded.payload_hash,
+      size_bytes = excluded.size_bytes,
+      first_seen_at = CASE WHEN r.deleted_at IS NOT NULL THEN excluded.first_seen_at ELSE r.first_seen_at END,
+      last_modified_at = CASE WHEN r.deleted_at IS NOT NULL OR r.payload_hash <> excluded.payload_hash
+                              THEN excluded.last_modified_at ELSE r.last_modified_at END,
+      deleted_at = NULL,
+      pruned_at = NULL
+    WHERE r.deleted_at IS NOT NULL OR r.pruned_at IS NOT NULL OR r.payload_hash <> excluded.payload_hash
+    RETURNING r.external_id, r.first_seen_at = ${lock.stamp}::timestamptz AS added,
+              r.last_modified_at = ${lock.stamp}::timestamptz AS modified`.execute(trx)
+  if (lock.trackDeletesGeneration !== null) await markSeen(trx, ds, lock.trackDeletesGeneration, ids)
+  const liveDelta = rows.filter((r) => r.added).length
+  if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, liveDelta)
+
+  const written = new Map(
+    rows.map((r) => [r.external_id, r.added ? 'added' : r.modified ? 'updated' : 'unchanged']),
   )
   for (const id of ids) {
     const status = written.get(id) ?? 'unchanged'

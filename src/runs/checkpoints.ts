@@ -15,11 +15,7 @@ export interface Checkpoint {
   version: number
 }
 
-async function readCheckpoint(
-  db: Queryable,
-  sealer: Sealer,
-  syncId: string,
-): Promise<Checkpoint | null> {
+async function readCheckpoint(db: Queryable, sealer: Sealer, syncId: string): Promise<Checkpoint | null> {
   const row = await db
     .selectFrom('checkpoints')
     .select(['checkpoint', 'version'])

@@ -1,11 +1,12 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
-import type { Kysely } from 'kysely'
+import type { Kysely, Transaction } from 'kysely'
 
 import { connectionFull } from '../connections/format.ts'
 import { type Connection, findConnection } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { listVariables } from '../environments/variables-store.ts'
 import { proxyRequest } from '../providers/proxy.ts'
 import type { Dataset, WriteGuard } from '../records/datasets.ts'
@@ -88,16 +89,26 @@ export function runHandlers(c: RunContext): NangoHandlers {
     counts.deleted += result.deleted.length
   }
 
+  /** One transaction per write, the lease check first in it: a lost run can never write again. */
+  const guarded = <T>(fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> =>
+    inTransaction(db, async (trx) => {
+      await guard(trx)
+      return fn(trx)
+    })
+
   const write = async (
     model: string,
     records: unknown,
-    op: (ds: Dataset, chunk: unknown[]) => Promise<WriteResult>,
+    op: (trx: Transaction<Database>, ds: Dataset, chunk: unknown[]) => Promise<WriteResult>,
     { validated }: { validated: boolean },
   ): Promise<true> => {
     if (!Array.isArray(records)) throw new Error(`records for ${model} must be an array`)
     const ds = dataset(model)
     if (validated) validate(model, records)
-    for (let i = 0; i < records.length; i += CHUNK) tally(model, await op(ds, records.slice(i, i + CHUNK)))
+    for (let i = 0; i < records.length; i += CHUNK) {
+      const chunk = records.slice(i, i + CHUNK)
+      tally(model, await guarded((trx) => op(trx, ds, chunk)))
+    }
     return true
   }
 
@@ -110,18 +121,20 @@ export function runHandlers(c: RunContext): NangoHandlers {
 
   return {
     batchSave: (records, model) =>
-      write(model, records, (ds, chunk) => batchSave(db, sealer, ds, chunk, guard), { validated: true }),
+      write(model, records, (trx, ds, chunk) => batchSave(trx, sealer, ds, chunk), { validated: true }),
     batchUpdate: (records, model) =>
-      write(model, records, (ds, chunk) => batchUpdate(db, sealer, ds, chunk, guard), { validated: false }),
+      write(model, records, (trx, ds, chunk) => batchUpdate(trx, sealer, ds, chunk), { validated: false }),
     batchDelete: (records, model) =>
-      write(model, records, (ds, chunk) => batchDelete(db, ds, chunk, guard), { validated: false }),
+      write(model, records, (trx, ds, chunk) => batchDelete(trx, ds, chunk), { validated: false }),
 
     async trackDeletesStart(model) {
-      await trackDeletesStart(db, dataset(model), guard)
+      const ds = dataset(model)
+      await guarded((trx) => trackDeletesStart(trx, ds))
       return null
     },
     async trackDeletesEnd(model) {
-      const deleted = await trackDeletesEnd(db, dataset(model), guard)
+      const ds = dataset(model)
+      const deleted = await guarded((trx) => trackDeletesEnd(trx, ds))
       c.counts[model]!.deleted += deleted.length
       return { deletedKeys: deleted }
     },

@@ -11,9 +11,9 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT } from '../../src/records/datasets.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, type ServerProcess, startServer } from '../helpers/process.ts'
+import { batchSave } from '../helpers/records.ts'
 
 /**
  * SPEC section 7, "slow and idle clients", against a real `syncstore serve` process (issue 8): 150

@@ -8,8 +8,8 @@ import { setVariable } from '../../src/environments/variables-store.ts'
 import { ENVIRONMENT_SCOPES, satisfies, type Scope } from '../../src/keys/scopes.ts'
 import { createKey, revokeKey } from '../../src/keys/store.ts'
 import { encodeCursor } from '../../src/records/cursor.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchSave } from '../helpers/records.ts'
 
 type Env = 'dev' | 'prod'
 

@@ -6,8 +6,8 @@ import { loadConfig } from '../../src/config.ts'
 import { findConnectionRef } from '../../src/connections/store.ts'
 import { setVariable } from '../../src/environments/variables-store.ts'
 import { encodeCursor } from '../../src/records/cursor.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchSave } from '../helpers/records.ts'
 
 let t: TestApp
 beforeAll(async () => {

@@ -24,12 +24,10 @@ import type { Database } from '../../src/db/database.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor, pgTimestampToRfc3339 } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { batchDelete } from '../../src/records/delete.ts'
 import { renderPage } from '../../src/records/format.ts'
 import { type PageTarget, readPage } from '../../src/records/read.ts'
-import { batchSave } from '../../src/records/save.ts'
-import { batchUpdate } from '../../src/records/update.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
+import { batchDelete, batchSave, batchUpdate } from '../helpers/records.ts'
 
 const WRITERS = 4
 const WRITE_MS = Number(process.env.CONCURRENCY_WRITE_MS ?? 3000)

@@ -6,11 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer, DecryptionError } from '../../src/crypto.ts'
 import { BASE_VARIANT, type Dataset } from '../../src/records/datasets.ts'
-import { batchDelete } from '../../src/records/delete.ts'
 import { readPage } from '../../src/records/read.ts'
-import { batchSave } from '../../src/records/save.ts'
-import { batchUpdate } from '../../src/records/update.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchDelete, batchSave, batchUpdate } from '../helpers/records.ts'
 
 /** Record payloads at rest with SYNCSTORE_ENCRYPTION_KEY: sealed in the table, plaintext through GET. */
 

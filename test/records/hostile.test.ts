@@ -4,10 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { upsertConnection } from '../../src/connections/store.ts'
 import { decodeCursor } from '../../src/records/cursor.ts'
-import { batchDelete } from '../../src/records/delete.ts'
-import { pruneRecords } from '../../src/records/prune.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchDelete, batchSave, pruneRecords } from '../helpers/records.ts'
 
 /**
  * Hostile input to GET /records and PATCH /records/prune: every request is refused with a 4xx

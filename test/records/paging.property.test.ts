@@ -26,14 +26,11 @@ import { createSealer, type Sealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor, encodeCursor, pgTimestampToRfc3339 } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { batchDelete } from '../../src/records/delete.ts'
 import { renderPage } from '../../src/records/format.ts'
-import { pruneRecords } from '../../src/records/prune.ts'
 import { type PageTarget, readPage } from '../../src/records/read.ts'
-import { batchSave } from '../../src/records/save.ts'
-import { batchUpdate } from '../../src/records/update.ts'
 import type { WriteResult } from '../../src/records/write-result.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
+import { batchDelete, batchSave, batchUpdate, pruneRecords } from '../helpers/records.ts'
 
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 30)
 const SEED = process.env.FC_SEED === undefined ? undefined : Number(process.env.FC_SEED)

@@ -11,12 +11,11 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer, type Sealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { batchDelete } from '../../src/records/delete.ts'
 import { renderPage } from '../../src/records/format.ts'
 import { readPage } from '../../src/records/read.ts'
 import { type RetentionLimits, runRetention } from '../../src/records/retention.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
+import { batchDelete, batchSave } from '../helpers/records.ts'
 
 const DAY = 86_400_000
 const days = (from: Date, n: number) => new Date(from.getTime() + n * DAY)

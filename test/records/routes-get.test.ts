@@ -3,10 +3,8 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { upsertConnection } from '../../src/connections/store.ts'
-import { batchDelete } from '../../src/records/delete.ts'
-import { batchSave } from '../../src/records/save.ts'
-import { batchUpdate } from '../../src/records/update.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchDelete, batchSave, batchUpdate } from '../helpers/records.ts'
 
 type Meta = Record<'first_seen_at' | 'last_modified_at' | 'last_action' | 'cursor', string> &
   Record<'deleted_at' | 'pruned_at', string | null>

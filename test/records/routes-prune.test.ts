@@ -3,9 +3,8 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { upsertConnection } from '../../src/connections/store.ts'
-import { batchDelete } from '../../src/records/delete.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { bearer, startTestApp, type TestApp } from '../helpers/app.ts'
+import { batchDelete, batchSave } from '../helpers/records.ts'
 
 interface Meta {
   first_seen_at: string

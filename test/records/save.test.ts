@@ -8,13 +8,11 @@ import { createSealer } from '../../src/crypto.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { batchDelete } from '../../src/records/delete.ts'
 import { renderPage } from '../../src/records/format.ts'
 import { RecordError } from '../../src/records/payload.ts'
-import { pruneRecords } from '../../src/records/prune.ts'
 import { readPage } from '../../src/records/read.ts'
-import { batchSave } from '../../src/records/save.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
+import { batchDelete, batchSave, pruneRecords } from '../helpers/records.ts'
 
 /** batchSave (src/records/save.ts) against a real database: classification, ids, all-or-nothing. */
 

@@ -7,17 +7,17 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer } from '../../src/crypto.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
+import { TrackDeletesError } from '../../src/records/delete.ts'
+import { RecordError } from '../../src/records/payload.ts'
+import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 import {
   batchDelete,
-  TrackDeletesError,
+  batchSave,
+  batchUpdate,
+  pruneRecords,
   trackDeletesEnd,
   trackDeletesStart,
-} from '../../src/records/delete.ts'
-import { RecordError } from '../../src/records/payload.ts'
-import { pruneRecords } from '../../src/records/prune.ts'
-import { batchSave } from '../../src/records/save.ts'
-import { batchUpdate } from '../../src/records/update.ts'
-import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
+} from '../helpers/records.ts'
 
 /** batchUpdate, batchDelete and delete tracking, with datasets.record_count checked after each. */
 
