@@ -1,6 +1,6 @@
 import path from 'node:path'
 
-import { findConnectionRef } from '../connections/store.ts'
+import { requireConnection } from '../connections/service.ts'
 import { ModelName, VariantName } from '../http/schemas.ts'
 import { validateJson } from '../validation.ts'
 import { ImportError, importRecords } from '../records/import.ts'
@@ -43,12 +43,16 @@ export async function recordsCommand(args: string[], ctx: CliContext): Promise<v
 
   await ctx.withDb(async (db) => {
     const env = await requireEnvironment(db, values.env)
-    const connection = await findConnectionRef(db.kysely, env.id, integration, connectionId)
-    if (!connection) {
-      throw new CommandError(
-        `no connection ${connectionId} of integration ${integration} in environment ${env.name}`,
-      )
-    }
+    const connection = await requireConnection(
+      db.kysely,
+      env.id,
+      integration,
+      connectionId,
+      () =>
+        new CommandError(
+          `no connection ${connectionId} of integration ${integration} in environment ${env.name}`,
+        ),
+    )
     const ds = { connectionId: connection.id, model, variant: values.variant }
     try {
       const s = await importRecords(db.kysely, ctx.sealer, ds, file)

@@ -17,7 +17,7 @@ import {
   MetadataBody,
   PostConnectionBody,
 } from './schemas.ts'
-import { changeMetadata, importConnection, type MetadataMode } from './service.ts'
+import { changeMetadata, importConnection, type MetadataMode, unknownConnection } from './service.ts'
 import { deleteConnection, findConnection, listConnections } from './store.ts'
 
 export interface ConnectionRoutesOptions {
@@ -196,13 +196,7 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         request.query.provider_config_key,
         request.params.connectionId,
       )
-      if (!deleted) {
-        throw new HttpError(
-          400,
-          'unknown_connection',
-          'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
-        )
-      }
+      if (!deleted) throw unknownConnection()
       return { success: true }
     },
   )

@@ -4,13 +4,15 @@ import type { Kysely } from 'kysely'
 import type { Static } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
-import type { Database } from '../db/database.ts'
+import type { Database, Queryable } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
-import { notFound } from '../errors.ts'
+import { HttpError, notFound } from '../errors.ts'
 import { tagsFor } from './format.ts'
 import type { PostConnectionBody } from './schemas.ts'
 import {
   type Connection,
+  type ConnectionRef,
+  findConnectionRef,
   type JsonObject,
   lockConnections,
   readMetadata,
@@ -50,6 +52,34 @@ function withRaw(credentials: Record<string, unknown>): Record<string, unknown> 
   return type === 'OAUTH2' || type === 'OAUTH1' || type === 'OAUTH2_CC'
     ? { ...credentials, raw: { ...credentials } }
     : credentials
+}
+
+/**
+ * The one error for a request that names no connection of the key's environment: Nango's 400 and
+ * message (records, prune, variants, frequency, DELETE /connection).
+ */
+export const unknownConnection = () =>
+  new HttpError(
+    400,
+    'unknown_connection',
+    'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
+  )
+
+/**
+ * The connection that (environment, integration, connection id) names, or `missing()` thrown. The
+ * few places where Nango answers differently (a 404 on POST /sync/trigger, "Connection not found"
+ * on GET /sync/status, a command's own error) pass their own.
+ */
+export async function requireConnection(
+  db: Queryable,
+  environmentId: number,
+  providerConfigKey: string,
+  connectionId: string,
+  missing: () => Error = unknownConnection,
+): Promise<ConnectionRef> {
+  const connection = await findConnectionRef(db, environmentId, providerConfigKey, connectionId)
+  if (!connection) throw missing()
+  return connection
 }
 
 export type MetadataMode = 'replace' | 'merge'

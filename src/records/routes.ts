@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 
-import { findConnectionRef } from '../connections/store.ts'
+import { requireConnection, unknownConnection } from '../connections/service.ts'
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
 import { inTransaction } from '../db/transaction.ts'
@@ -59,13 +59,6 @@ const PRUNE_RECORDS =
   'exactly when unpruned records at or before `until_cursor` remain (Nango compares cursor strings ' +
   'and is often wrong); and an `until_cursor` that does not decode is 400 `invalid_cursor` (Nango: 500).'
 
-const unknownConnection = () =>
-  new HttpError(
-    400,
-    'unknown_connection',
-    'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
-  )
-
 function cursorParam(value: string, name: string): CursorPosition {
   const position = decodeCursor(value)
   if (!position) throw new HttpError(400, 'invalid_cursor', `${name} is not a valid cursor`)
@@ -106,13 +99,12 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
     model: string,
     variant: string | undefined,
   ): Promise<Dataset> {
-    const connection = await findConnectionRef(
+    const connection = await requireConnection(
       db.kysely,
       environmentId,
       headers['provider-config-key'],
       headers['connection-id'],
     )
-    if (!connection) throw unknownConnection()
     return { connectionId: connection.id, model, variant: variant ?? BASE_VARIANT }
   }
 

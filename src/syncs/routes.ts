@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
-import { findConnectionRef } from '../connections/store.ts'
+import { requireConnection } from '../connections/service.ts'
 import type { Sealer } from '../crypto.ts'
 import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, Success } from '../http/schemas.ts'
@@ -204,13 +204,13 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
       const environmentId = request.principal.environmentId
       let connectionId: number | undefined
       if (q.connection_id !== undefined) {
-        const connection = await findConnectionRef(
+        const connection = await requireConnection(
           opts.db,
           environmentId,
           q.provider_config_key,
           q.connection_id,
+          () => new HttpError(400, 'invalid_body', 'Connection not found'),
         )
-        if (!connection) throw new HttpError(400, 'invalid_body', 'Connection not found')
         connectionId = connection.id
       }
       const selectors = q.syncs === '*' ? 'all' : q.syncs.split(',').map((s) => toSelector(s))

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 
-import { findConnectionRef } from '../connections/store.ts'
+import { requireConnection } from '../connections/service.ts'
 import type { Database } from '../db/database.ts'
 import { withRetries } from '../db/errors.ts'
 import { HttpError } from '../errors.ts'
@@ -49,15 +49,20 @@ export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): 
   }
   const selectors = t.selectors.length === 0 ? 'all' : t.selectors
   if (t.connectionId !== undefined) {
-    const connection = await findConnectionRef(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-    if (!connection) {
-      throw new HttpError(
-        404,
-        'unknown_connection',
-        "No connection matching the provided params of 'connection_id' and 'provider_config_key'. " +
-          'Please make sure these values exist in the Nango dashboard',
-      )
-    }
+    // Nango's POST /sync/trigger answers an unknown connection with a 404 of its own wording.
+    const connection = await requireConnection(
+      s.db,
+      t.environmentId,
+      t.providerConfigKey,
+      t.connectionId,
+      () =>
+        new HttpError(
+          404,
+          'unknown_connection',
+          "No connection matching the provided params of 'connection_id' and 'provider_config_key'. " +
+            'Please make sure these values exist in the Nango dashboard',
+        ),
+    )
     const rows = await findSyncs(
       s.db,
       { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionId: connection.id },

@@ -1,4 +1,4 @@
-import { findConnectionRef } from '../connections/store.ts'
+import { requireConnection } from '../connections/service.ts'
 import { withRetries } from '../db/errors.ts'
 import { HttpError } from '../errors.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
@@ -11,12 +11,6 @@ import { countVariants, deleteSync, findSyncs, insertSync, setSyncFrequency } fr
 // Nango's default cap (variants_per_sync_max / MAX_SYNCS_PER_CONNECTION); the base variant counts.
 const MAX_VARIANTS_PER_SYNC = 100
 
-const unknownConnection = () =>
-  new HttpError(
-    400,
-    'unknown_connection',
-    'Provided ConnectionId and ProviderConfigKey does not match a valid connection',
-  )
 const unknownSync = () =>
   new HttpError(400, 'unknown_sync', 'No sync with that name exists for this connection')
 
@@ -36,8 +30,7 @@ export async function createVariant(
   if (t.variant.toLowerCase() === BASE_VARIANT) {
     throw new HttpError(400, 'invalid_variant', `Variant name "${t.variant}" is protected.`)
   }
-  const connection = await findConnectionRef(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-  if (!connection) throw unknownConnection()
+  const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   const definitions = s.definitions()
   if (!definitions.integrations.has(t.providerConfigKey)) {
     throw new HttpError(
@@ -96,8 +89,7 @@ export async function deleteVariant(s: SyncServices, t: VariantTarget): Promise<
   if (t.variant.toLowerCase() === BASE_VARIANT) {
     throw new HttpError(400, 'invalid_variant', `Cannot delete protected variant "${t.variant}".`)
   }
-  const connection = await findConnectionRef(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-  if (!connection) throw unknownConnection()
+  const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   const models = Object.keys(s.definitions().find(t.providerConfigKey, t.name)?.models ?? {})
   await withRetries(() =>
     s.db.transaction().execute(async (trx) => {
@@ -136,8 +128,7 @@ export async function updateFrequency(
   // The body's own validity first: a bad interval is the same 400 whatever the ids name.
   const parsed = t.frequency === null ? undefined : parseFrequency(t.frequency)
   if (t.frequency !== null && !parsed) throw new HttpError(400, 'invalid_body', 'Sync interval is invalid')
-  const connection = await findConnectionRef(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-  if (!connection) throw new HttpError(400, 'unknown_connection', 'Unknown connection')
+  const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   const [sync] = await findSyncs(
     s.db,
     { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionId: connection.id },
