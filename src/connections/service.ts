@@ -5,7 +5,7 @@ import type { Static } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database, Queryable } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { HttpError, notFound } from '../errors.ts'
 import { tagsFor } from './format.ts'
 import type { PostConnectionBody } from './schemas.ts'
@@ -97,23 +97,21 @@ export async function changeMetadata(
   metadata: JsonObject,
   mode: MetadataMode,
 ): Promise<void> {
-  await withRetries(() =>
-    db.transaction().execute(async (trx) => {
-      const { found, missing } = await lockConnections(trx, environmentId, providerConfigKey, connectionIds)
-      const first = missing[0]
-      if (first !== undefined) {
-        const several = connectionIds.length > 1
-        throw notFound(
-          'unknown_connection',
-          `Connection with connection id ${first} and provider config key ${providerConfigKey} not found.` +
-            ' Please make sure the connection exists in the Nango dashboard' +
-            (several ? '. No actions were taken on any of the connections as a result of this failure.' : ''),
-        )
-      }
-      for (const { id, metadata: stored } of found.values()) {
-        const next = mode === 'replace' ? metadata : { ...readMetadata(sealer, stored), ...metadata }
-        await writeMetadata(trx, sealer, id, next)
-      }
-    }),
-  )
+  await inTransaction(db, async (trx) => {
+    const { found, missing } = await lockConnections(trx, environmentId, providerConfigKey, connectionIds)
+    const first = missing[0]
+    if (first !== undefined) {
+      const several = connectionIds.length > 1
+      throw notFound(
+        'unknown_connection',
+        `Connection with connection id ${first} and provider config key ${providerConfigKey} not found.` +
+          ' Please make sure the connection exists in the Nango dashboard' +
+          (several ? '. No actions were taken on any of the connections as a result of this failure.' : ''),
+      )
+    }
+    for (const { id, metadata: stored } of found.values()) {
+      const next = mode === 'replace' ? metadata : { ...readMetadata(sealer, stored), ...metadata }
+      await writeMetadata(trx, sealer, id, next)
+    }
+  })
 }

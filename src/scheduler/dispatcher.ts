@@ -4,7 +4,7 @@ import os from 'node:os'
 import type { Kysely } from 'kysely'
 
 import type { Database } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
+import { inTransaction } from '../db/transaction.ts'
 import type { Logger } from '../logger.ts'
 import { type Loop, startLoop } from '../loop.ts'
 import { completeRun } from '../runs/complete.ts'
@@ -83,14 +83,12 @@ export class Dispatcher {
       const free = this.o.concurrency - this.active.size
       if (free > 0) {
         try {
-          const claimed = await withRetries(() =>
-            this.o.db.transaction().execute(async (trx) => {
-              // Only as many due schedules become runs as this instance can start now: turning a
-              // backlog of thousands into runs on every claim made each claim as slow as the backlog.
-              await materializeDueRuns(trx, free)
-              return claimRuns(trx, this.owner, free)
-            }),
-          )
+          const claimed = await inTransaction(this.o.db, async (trx) => {
+            // Only as many due schedules become runs as this instance can start now: turning a
+            // backlog of thousands into runs on every claim made each claim as slow as the backlog.
+            await materializeDueRuns(trx, free)
+            return claimRuns(trx, this.owner, free)
+          })
           for (const run of claimed) this.launch(run)
           claimedAll = claimed.length === free
         } catch (err) {
@@ -138,12 +136,12 @@ export class Dispatcher {
     // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
     // again anyway (the compare-and-set in completeRun then refuses this late end).
     const record = (ended: RunOutcome) =>
-      withRetries(
-        () =>
-          this.o.db.transaction().execute(async (trx) => ({
-            accepted: await completeRun(trx, run, ended),
-            followUp: await hasWaitingRun(trx, run.syncId),
-          })),
+      inTransaction(
+        this.o.db,
+        async (trx) => ({
+          accepted: await completeRun(trx, run, ended),
+          followUp: await hasWaitingRun(trx, run.syncId),
+        }),
         { outageMs: this.o.heartbeatTimeoutMs },
       )
     let recorded

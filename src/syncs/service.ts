@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 
 import { requireConnection } from '../connections/service.ts'
 import type { Database } from '../db/database.ts'
-import { withRetries } from '../db/errors.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import { cancelRuns } from '../runs/states.ts'
@@ -92,47 +92,41 @@ export async function triggerSyncs(
   rows: readonly SyncRow[],
   options: { reset: boolean; emptyCache: boolean },
 ): Promise<void> {
-  await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      for (const row of rows) {
-        await requestRun(trx, {
-          syncId: row.id,
-          connectionId: row.connectionId,
-          reason: 'trigger',
-          ...options,
-        })
-      }
-    }),
-  )
+  await inTransaction(s.db, async (trx) => {
+    for (const row of rows) {
+      await requestRun(trx, {
+        syncId: row.id,
+        connectionId: row.connectionId,
+        reason: 'trigger',
+        ...options,
+      })
+    }
+  })
   await s.wakeups.notify()
 }
 
 /** Pauses: a run in progress finishes, waiting ones are cancelled, no new one starts. */
 export async function pauseSyncs(s: SyncServices, rows: readonly SyncRow[]): Promise<void> {
   const ids = rows.map((r) => r.id)
-  await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      await setScheduleState(trx, ids, 'PAUSED', ['STARTED'])
-      await cancelRuns(trx, ids, ['CREATED'], 'The sync was paused')
-    }),
-  )
+  await inTransaction(s.db, async (trx) => {
+    await setScheduleState(trx, ids, 'PAUSED', ['STARTED'])
+    await cancelRuns(trx, ids, ['CREATED'], 'The sync was paused')
+  })
 }
 
 /** Resumes paused schedules: each runs at once, then on its frequency. Others are left alone. */
 export async function startSyncs(s: SyncServices, rows: readonly SyncRow[]): Promise<void> {
-  const resumed = await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      const ids = await setScheduleState(
-        trx,
-        rows.map((r) => r.id),
-        'STARTED',
-        ['PAUSED'],
-      )
-      for (const row of rows.filter((r) => ids.includes(r.id))) {
-        await requestRun(trx, { syncId: row.id, connectionId: row.connectionId, reason: 'start' })
-      }
-      return ids
-    }),
-  )
+  const resumed = await inTransaction(s.db, async (trx) => {
+    const ids = await setScheduleState(
+      trx,
+      rows.map((r) => r.id),
+      'STARTED',
+      ['PAUSED'],
+    )
+    for (const row of rows.filter((r) => ids.includes(r.id))) {
+      await requestRun(trx, { syncId: row.id, connectionId: row.connectionId, reason: 'start' })
+    }
+    return ids
+  })
   if (resumed.length > 0) await s.wakeups.notify()
 }

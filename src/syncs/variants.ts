@@ -1,5 +1,5 @@
 import { requireConnection } from '../connections/service.ts'
-import { withRetries } from '../db/errors.ts'
+import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
 import { parseFrequency } from '../scheduler/frequency.ts'
@@ -41,41 +41,39 @@ export async function createVariant(
   }
   const definition = definitions.find(t.providerConfigKey, t.name)
   if (!definition) throw unknownSync()
-  const id = await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      const existing = await findSyncs(
-        trx,
-        {
-          environmentId: t.environmentId,
-          providerConfigKey: t.providerConfigKey,
-          connectionId: connection.id,
-        },
-        [{ name: t.name, variant: t.variant }],
-      )
-      if (existing.length > 0) {
-        throw new HttpError(
-          400,
-          'sync_variant_already_exists',
-          `Variant "${t.variant}" of sync ${t.name} already exists`,
-        )
-      }
-      if ((await countVariants(trx, connection.id, t.name)) >= MAX_VARIANTS_PER_SYNC) {
-        throw new HttpError(
-          400,
-          'resource_capped',
-          `Maximum number of variants per sync (${MAX_VARIANTS_PER_SYNC}) reached`,
-        )
-      }
-      const syncId = await insertSync(trx, connection.id, t.name, t.variant)
-      await createSchedule(trx, {
-        syncId,
+  const id = await inTransaction(s.db, async (trx) => {
+    const existing = await findSyncs(
+      trx,
+      {
+        environmentId: t.environmentId,
+        providerConfigKey: t.providerConfigKey,
         connectionId: connection.id,
-        frequencyMs: definition.frequencyMs,
-        state: definition.autoStart ? 'STARTED' : 'PAUSED',
-      })
-      return syncId
-    }),
-  )
+      },
+      [{ name: t.name, variant: t.variant }],
+    )
+    if (existing.length > 0) {
+      throw new HttpError(
+        400,
+        'sync_variant_already_exists',
+        `Variant "${t.variant}" of sync ${t.name} already exists`,
+      )
+    }
+    if ((await countVariants(trx, connection.id, t.name)) >= MAX_VARIANTS_PER_SYNC) {
+      throw new HttpError(
+        400,
+        'resource_capped',
+        `Maximum number of variants per sync (${MAX_VARIANTS_PER_SYNC}) reached`,
+      )
+    }
+    const syncId = await insertSync(trx, connection.id, t.name, t.variant)
+    await createSchedule(trx, {
+      syncId,
+      connectionId: connection.id,
+      frequencyMs: definition.frequencyMs,
+      state: definition.autoStart ? 'STARTED' : 'PAUSED',
+    })
+    return syncId
+  })
   await s.wakeups.notify()
   return { id, name: t.name, variant: t.variant }
 }
@@ -91,30 +89,28 @@ export async function deleteVariant(s: SyncServices, t: VariantTarget): Promise<
   }
   const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   const models = Object.keys(s.definitions().find(t.providerConfigKey, t.name)?.models ?? {})
-  await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      const [sync] = await findSyncs(
-        trx,
-        {
-          environmentId: t.environmentId,
-          providerConfigKey: t.providerConfigKey,
-          connectionId: connection.id,
-        },
-        [{ name: t.name, variant: t.variant }],
-      )
-      if (!sync) throw new HttpError(404, 'not_found', `No variant "${t.variant}" of sync ${t.name}`)
-      await cancelRuns(trx, [sync.id], ['CREATED', 'STARTED'], 'The sync variant was deleted')
-      if (models.length > 0) {
-        await trx
-          .deleteFrom('datasets')
-          .where('connection_id', '=', connection.id)
-          .where('variant', '=', t.variant)
-          .where('model', 'in', models)
-          .execute()
-      }
-      await deleteSync(trx, sync.id)
-    }),
-  )
+  await inTransaction(s.db, async (trx) => {
+    const [sync] = await findSyncs(
+      trx,
+      {
+        environmentId: t.environmentId,
+        providerConfigKey: t.providerConfigKey,
+        connectionId: connection.id,
+      },
+      [{ name: t.name, variant: t.variant }],
+    )
+    if (!sync) throw new HttpError(404, 'not_found', `No variant "${t.variant}" of sync ${t.name}`)
+    await cancelRuns(trx, [sync.id], ['CREATED', 'STARTED'], 'The sync variant was deleted')
+    if (models.length > 0) {
+      await trx
+        .deleteFrom('datasets')
+        .where('connection_id', '=', connection.id)
+        .where('variant', '=', t.variant)
+        .where('model', 'in', models)
+        .execute()
+    }
+    await deleteSync(trx, sync.id)
+  })
 }
 
 /**
@@ -143,11 +139,9 @@ export async function updateFrequency(
     if (!definition) throw unknownSync()
     effective = { ms: definition.frequencyMs, answer: definition.frequency }
   }
-  await withRetries(() =>
-    s.db.transaction().execute(async (trx) => {
-      await setSyncFrequency(trx, sync.id, t.frequency)
-      await setScheduleFrequency(trx, sync.id, effective.ms)
-    }),
-  )
+  await inTransaction(s.db, async (trx) => {
+    await setSyncFrequency(trx, sync.id, t.frequency)
+    await setScheduleFrequency(trx, sync.id, effective.ms)
+  })
   return effective.answer
 }
