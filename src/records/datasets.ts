@@ -18,6 +18,16 @@ export interface Dataset {
   variant: string
 }
 
+/** The dataset's key as a query-builder condition: `.where((eb) => eb.and(datasetKey(ds)))`. */
+export const datasetKey = (ds: Dataset) =>
+  ({ connection_id: ds.connectionId, model: ds.model, variant: ds.variant }) as const
+
+/** The same condition in SQL, on the columns of `alias` (records are `r` in most statements). */
+export function inDataset(ds: Dataset, alias?: string): RawBuilder<boolean> {
+  const column = (name: string) => sql.ref(alias ? `${alias}.${name}` : name)
+  return sql<boolean>`${column('connection_id')} = ${ds.connectionId} AND ${column('model')} = ${ds.model} AND ${column('variant')} = ${ds.variant}`
+}
+
 export interface DatasetLock {
   /** The timestamp every record written under this lock gets, as Postgres text (microseconds). */
   stamp: string
@@ -52,9 +62,7 @@ export async function lockExistingDataset(trx: Transaction<Database>, ds: Datase
   const row = await trx
     .selectFrom('datasets')
     .select('connection_id')
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .forUpdate()
     .executeTakeFirst()
   return row !== undefined
@@ -78,9 +86,7 @@ export async function recordWrite(
       record_count: sql`record_count + ${liveDelta}`,
       max_size_bytes: sql`greatest(max_size_bytes, ${maxSize})`,
     })
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .execute()
 }
 
@@ -92,9 +98,7 @@ export async function setTrackDeletesGeneration(
   await trx
     .updateTable('datasets')
     .set({ track_deletes_generation: generation })
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .execute()
 }
 
@@ -102,9 +106,7 @@ export async function recordCount(db: Queryable, ds: Dataset): Promise<number> {
   const row = await db
     .selectFrom('datasets')
     .select('record_count')
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .executeTakeFirst()
   return row?.record_count ?? 0
 }

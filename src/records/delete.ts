@@ -2,7 +2,14 @@ import { sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import { isPlainObject } from '../json.ts'
-import { type Dataset, lockDataset, recordWrite, setTrackDeletesGeneration } from './datasets.ts'
+import {
+  type Dataset,
+  lockDataset,
+  recordWrite,
+  setTrackDeletesGeneration,
+  datasetKey,
+  inDataset,
+} from './datasets.ts'
 import { externalIdOf, RecordError } from './payload.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
 
@@ -33,12 +40,12 @@ export async function batchDelete(
   const { rows } = await sql<{ external_id: string; was_live: boolean }>`
     WITH target AS (
       SELECT external_id, deleted_at IS NULL AS was_live FROM records
-      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+      WHERE ${inDataset(ds)}
         AND external_id = any(${ids}::text[])
     ), deleted AS (
       UPDATE records r SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
       FROM target t
-      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+      WHERE ${inDataset(ds, 'r')}
         AND r.external_id = t.external_id AND t.was_live
     )
     SELECT external_id, was_live FROM target`.execute(trx)
@@ -83,18 +90,16 @@ export async function trackDeletesEnd(trx: Transaction<Database>, ds: Dataset): 
   }
   const { rows } = await sql<{ external_id: string }>`
     UPDATE records SET deleted_at = ${lock.stamp}::timestamptz, last_modified_at = ${lock.stamp}::timestamptz
-    WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    WHERE ${inDataset(ds)}
       AND deleted_at IS NULL
       AND external_id NOT IN (
         SELECT unnest(external_ids) FROM records_seen
-        WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+        WHERE ${inDataset(ds)}
           AND generation = ${generation})
     RETURNING external_id`.execute(trx)
   await trx
     .deleteFrom('records_seen')
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .execute()
   await setTrackDeletesGeneration(trx, ds, null)
   if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, -rows.length)

@@ -2,7 +2,7 @@ import { sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import type { CursorPosition } from './cursor.ts'
-import { type Dataset, lockExistingDataset } from './datasets.ts'
+import { type Dataset, lockExistingDataset, inDataset } from './datasets.ts'
 import { METADATA_BYTES } from './payload.ts'
 
 export interface PruneResult {
@@ -40,7 +40,7 @@ export async function pruneLocked(
   bound: ReturnType<typeof sql>,
   limit: number,
 ): Promise<PruneResult> {
-  const where = sql`r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+  const where = sql`${inDataset(ds, 'r')}
                     AND r.pruned_at IS NULL AND ${bound}`
   const { rows } = await sql<{ count: number; has_more: boolean }>`
     WITH target AS (
@@ -50,7 +50,7 @@ export async function pruneLocked(
       UPDATE records r SET payload = NULL, pruned_at = now(),
              size_bytes = octet_length(to_json(r.external_id)::text) + ${7 + METADATA_BYTES}
       FROM target t
-      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+      WHERE ${inDataset(ds, 'r')}
         AND r.last_modified_at = t.last_modified_at AND r.id = t.id
       RETURNING r.last_modified_at, r.id
     )

@@ -2,7 +2,7 @@ import { type Kysely, sql } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
-import { lockDatasetRows, type Dataset } from './datasets.ts'
+import { lockDatasetRows, type Dataset, datasetKey, inDataset } from './datasets.ts'
 import { pruneLocked } from './prune.ts'
 
 export interface RetentionSettings {
@@ -78,9 +78,7 @@ async function markChecked(trx: Kysely<Database>, ds: Dataset, now: Date): Promi
   await trx
     .updateTable('datasets')
     .set({ retention_checked_at: now })
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .execute()
 }
 
@@ -89,11 +87,11 @@ async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Pr
   const { rows } = await sql<{ deleted: number; live: number }>`
     WITH doomed AS (
       SELECT last_modified_at, id FROM records
-      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+      WHERE ${inDataset(ds)}
       ORDER BY last_modified_at, id LIMIT ${limit}
     ), gone AS (
       DELETE FROM records r USING doomed d
-      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+      WHERE ${inDataset(ds, 'r')}
         AND r.last_modified_at = d.last_modified_at AND r.id = d.id
       RETURNING r.deleted_at IS NULL AS live
     )
@@ -102,15 +100,11 @@ async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Pr
   if (deleted < limit) {
     await trx
       .deleteFrom('datasets')
-      .where('connection_id', '=', ds.connectionId)
-      .where('model', '=', ds.model)
-      .where('variant', '=', ds.variant)
+      .where((eb) => eb.and(datasetKey(ds)))
       .execute()
   } else {
     await sql`UPDATE datasets SET record_count = record_count - ${live}
-              WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
-      trx,
-    )
+              WHERE ${inDataset(ds)}`.execute(trx)
   }
   return deleted
 }

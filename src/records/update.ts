@@ -2,7 +2,7 @@ import { sql, type Transaction } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
-import { type Dataset, lockDataset, recordWrite } from './datasets.ts'
+import { type Dataset, lockDataset, recordWrite, datasetKey, inDataset } from './datasets.ts'
 import { deepMerge } from './merge.ts'
 import { type PreparedRecord, prepareRecord, recordFields } from './payload.ts'
 import { markSeen } from './seen.ts'
@@ -29,9 +29,7 @@ export async function batchUpdate(
   const stored = await trx
     .selectFrom('records')
     .select(['external_id', 'payload', 'payload_hash'])
-    .where('connection_id', '=', ds.connectionId)
-    .where('model', '=', ds.model)
-    .where('variant', '=', ds.variant)
+    .where((eb) => eb.and(datasetKey(ds)))
     .where('external_id', '=', sql<string>`any(${unique.map((u) => u.externalId)}::text[])`)
     .where('deleted_at', 'is', null)
     .execute()
@@ -53,7 +51,7 @@ export async function batchUpdate(
       FROM unnest(${changed.map((c) => c.externalId)}::text[], ${changed.map((c) => sealer.seal(c.json))}::text[],
                   ${changed.map((c) => c.fingerprint)}::text[], ${changed.map((c) => c.size)}::int[])
         AS u (external_id, payload, fingerprint, size)
-      WHERE r.connection_id = ${ds.connectionId} AND r.model = ${ds.model} AND r.variant = ${ds.variant}
+      WHERE ${inDataset(ds, 'r')}
         AND r.external_id = u.external_id`.execute(trx)
     await recordWrite(trx, ds, lock.stamp, 0, Math.max(...changed.map((c) => c.size)))
   }
