@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
+import { type StateLeadingTo, statesLeadingTo } from '../state-machine.ts'
 
 /**
  * A run's states, as data. Every state change is an UPDATE whose WHERE clause requires one of the
@@ -19,17 +20,9 @@ export const RUN_TRANSITIONS = {
 export type RunState = keyof typeof RUN_TRANSITIONS
 type FinalRunState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
 
-/** The states from which `To` may be reached, as a type: a hard-coded transition in SQL names one. */
-export type RunStateLeadingTo<To extends RunState> = {
-  [From in RunState]: To extends (typeof RUN_TRANSITIONS)[From][number] ? From : never
-}[RunState]
+export type RunStateLeadingTo<To extends RunState> = StateLeadingTo<typeof RUN_TRANSITIONS, To>
 
-/** The states from which `target` may be reached: the compare in compare-and-set. */
-export function runStatesLeadingTo(target: RunState): RunState[] {
-  return (Object.keys(RUN_TRANSITIONS) as RunState[]).filter((from) =>
-    (RUN_TRANSITIONS[from] as readonly RunState[]).includes(target),
-  )
-}
+export const runStatesLeadingTo = (target: RunState) => statesLeadingTo(RUN_TRANSITIONS, target)
 
 /** Records added, updated and deleted per model: a run's `result`, and what its webhooks announce. */
 export type ModelCounts = Record<string, { added: number; updated: number; deleted: number }>

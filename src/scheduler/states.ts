@@ -1,3 +1,5 @@
+import { statesLeadingTo } from '../state-machine.ts'
+
 /**
  * The schedule state machine, as data (a run's is runs/states.ts). Every state change is an UPDATE
  * whose WHERE clause requires one of the states allowed to lead to the new one (compare-and-set).
@@ -11,8 +13,5 @@ export const SCHEDULE_TRANSITIONS = {
 
 export type ScheduleState = keyof typeof SCHEDULE_TRANSITIONS
 
-export function scheduleStatesLeadingTo(target: ScheduleState): ScheduleState[] {
-  return (Object.keys(SCHEDULE_TRANSITIONS) as ScheduleState[]).filter((from) =>
-    (SCHEDULE_TRANSITIONS[from] as readonly ScheduleState[]).includes(target),
-  )
-}
+export const scheduleStatesLeadingTo = (target: ScheduleState) =>
+  statesLeadingTo(SCHEDULE_TRANSITIONS, target)

@@ -1,3 +1,5 @@
+import { type StateLeadingTo, statesLeadingTo } from '../state-machine.ts'
+
 /**
  * A webhook delivery's states, as data (a run's are runs/states.ts). Every state change is an
  * UPDATE whose WHERE clause requires one of the states allowed to lead to the new one
@@ -15,14 +17,7 @@ export const DELIVERY_TRANSITIONS = {
 
 export type DeliveryState = keyof typeof DELIVERY_TRANSITIONS
 
-/** The states from which `To` may be reached, as a type: a hard-coded transition in SQL names one. */
-export type DeliveryStateLeadingTo<To extends DeliveryState> = {
-  [From in DeliveryState]: To extends (typeof DELIVERY_TRANSITIONS)[From][number] ? From : never
-}[DeliveryState]
+export type DeliveryStateLeadingTo<To extends DeliveryState> = StateLeadingTo<typeof DELIVERY_TRANSITIONS, To>
 
-/** The states from which `target` may be reached: the compare in compare-and-set. */
-export function deliveryStatesLeadingTo(target: DeliveryState): DeliveryState[] {
-  return (Object.keys(DELIVERY_TRANSITIONS) as DeliveryState[]).filter((from) =>
-    (DELIVERY_TRANSITIONS[from] as readonly DeliveryState[]).includes(target),
-  )
-}
+export const deliveryStatesLeadingTo = (target: DeliveryState) =>
+  statesLeadingTo(DELIVERY_TRANSITIONS, target)
