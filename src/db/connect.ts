@@ -52,8 +52,11 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
     options: '-c TimeZone=UTC -c DateStyle=ISO,MDY -c plan_cache_mode=force_generic_plan',
   })
   // Without a listener, an idle client's backend error (Postgres restart) crashes the process.
-  pool.on('error', (err) => logger.error({ err }, 'idle database connection failed'))
-  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool, logger) }) })
+  // One line, not the error: pg hangs the whole client object on it, kilobytes per connection.
+  pool.on('error', (err) =>
+    logger.warn({ code: sqlState(err), reason: err.message }, 'idle database connection lost'),
+  )
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) })
   let closed: Promise<void> | undefined
   return {
     kysely,
@@ -62,7 +65,7 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
   }
 }
 
-function preparingPool(pool: pg.Pool, logger: Logger) {
+function preparingPool(pool: pg.Pool) {
   const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()
   const wrap = (client: pg.PoolClient): pg.PoolClient => {
     let proxy = wrapped.get(client)
@@ -72,11 +75,10 @@ function preparingPool(pool: pg.Pool, logger: Logger) {
       // client checked out between two statements of a transaction had no listener, and the event
       // crashed the process. This one stays for the client's life; the next statement then fails
       // and the pool discards the client on release (it is no longer queryable).
+      // Not logged here: while idle the pool's listener logs it, and while checked out the statement
+      // that fails next reports it.
       let broken = false
-      client.on('error', (err) => {
-        broken = true
-        logger.warn({ err }, 'database connection lost')
-      })
+      client.on('error', () => (broken = true))
       const query = async (text: unknown, values?: unknown[]) => {
         try {
           return typeof text === 'string' && text.startsWith(PREPARED)
