@@ -75,7 +75,7 @@ async function main() {
     providerConfigKey: 'bench',
     connectionId: 'c1',
   })
-  const ds = { connectionId: connection.id, model: 'Contact', variant: 'base' }
+  const ds = { connectionPk: connection.id, model: 'Contact', variant: 'base' }
 
   const raw = new pg.Pool({ connectionString: url, max: CONCURRENCY })
   await raw.query(`CREATE SCHEMA bench_raw;
@@ -153,7 +153,7 @@ async function main() {
       id: number
       payload_bytes: number
     }>`SELECT last_modified_at::text AS m, id FROM records
-      WHERE connection_id = ${ds.connectionId} ORDER BY last_modified_at, id`.execute(db.kysely)
+      WHERE connection_pk = ${ds.connectionPk} ORDER BY last_modified_at, id`.execute(db.kysely)
   ).rows
   const cursors = positions.map((p) => encodeCursor(pgTimestampToRfc3339(p.m), p.id))
   const rawPositions = (
@@ -331,9 +331,9 @@ async function main() {
     providerConfigKey: 'bench',
     connectionId: 'big',
   })
-  await sql`INSERT INTO datasets (connection_id, model, variant, record_count, max_size_bytes)
+  await sql`INSERT INTO datasets (connection_pk, model, variant, record_count, max_size_bytes)
             VALUES (${big.id}, 'Big', 'base', ${RSS_RECORDS}, 1400)`.execute(db.kysely)
-  await sql`INSERT INTO records (connection_id, model, variant, external_id, payload, payload_hash, size_bytes, first_seen_at, last_modified_at)
+  await sql`INSERT INTO records (connection_pk, model, variant, external_id, payload, payload_hash, size_bytes, first_seen_at, last_modified_at)
     SELECT ${big.id}, 'Big', 'base', 'big-' || g, '{"id":"big-' || g || '","text":"' || repeat(md5(g::text), 28) || '"}', md5(g::text), 1400,
            now(), now() + g * interval '1 microsecond'
     FROM generate_series(1, ${RSS_RECORDS}) g`.execute(db.kysely)

@@ -74,7 +74,7 @@ async function awaitRun(name: string, after: number) {
     const { rows } = await sql<{ id: number; state: string; ms: number }>`
       SELECT r.id, r.state, extract(epoch FROM (r.ended_at - r.started_at)) * 1000 AS ms
       FROM runs r JOIN syncs s ON s.id = r.sync_id
-      WHERE s.connection_id = ${solo.id} AND s.name = ${name} AND r.id > ${after} AND r.ended_at IS NOT NULL
+      WHERE s.connection_pk = ${solo.id} AND s.name = ${name} AND r.id > ${after} AND r.ended_at IS NOT NULL
       ORDER BY r.id DESC LIMIT 1`.execute(db.kysely)
     if (rows[0]) {
       if (rows[0].state !== 'SUCCEEDED') throw new Error(`${name} run ${rows[0].id} ended ${rows[0].state}`)
@@ -122,7 +122,7 @@ const directRun = await timed(async () => {
       n: start + i,
       flag: i % 2 === 0,
     }))
-    const ds = { connectionId: direct.id, model: 'Item', variant: 'base' }
+    const ds = { connectionPk: direct.id, model: 'Item', variant: 'base' }
     await inTransaction(db.kysely, (trx) => batchSave(trx, sealer, ds, batch))
   }
 })
@@ -132,7 +132,7 @@ const directRate = (SAVE_RECORDS / directRun.ms) * 1000
 // Their connections were created at different moments: spread the grid anchors over the period.
 await sql`UPDATE schedules x SET state = 'STARTED', starts_at = now() - random() * interval '30 seconds',
           next_due_at = now() + random() * interval '30 seconds'
-          FROM syncs s JOIN connections c ON c.id = s.connection_id
+          FROM syncs s JOIN connections c ON c.id = s.connection_pk
           WHERE x.sync_id = s.id AND s.name = 'tick' AND c.connection_id LIKE 'tick-%'`.execute(db.kysely)
 const tickStart = new Date()
 await new Promise((resolve) => setTimeout(resolve, TICK_SECONDS * 1000))

@@ -32,11 +32,11 @@ async function seed(db: Awaited<ReturnType<typeof openDatabase>>, size: number) 
             SELECT (SELECT id FROM environments WHERE name = 'dev'), 'bench', 'c' || g FROM generate_series(1, ${connections}) g`.execute(
     db.kysely,
   )
-  await sql`INSERT INTO syncs (connection_id, name, variant)
+  await sql`INSERT INTO syncs (connection_pk, name, variant)
             SELECT c.id, 's' || g, 'base' FROM connections c, generate_series(1, 100) g`.execute(db.kysely)
   // One day apart, none due: the scheduler has the full table to look through and nothing to do.
-  await sql`INSERT INTO schedules (sync_id, connection_id, state, frequency_ms, starts_at, next_due_at)
-            SELECT id, connection_id, 'STARTED', 86400000, now(), now() + interval '1 day' FROM syncs`.execute(
+  await sql`INSERT INTO schedules (sync_id, connection_pk, state, frequency_ms, starts_at, next_due_at)
+            SELECT id, connection_pk, 'STARTED', 86400000, now(), now() + interval '1 day' FROM syncs`.execute(
     db.kysely,
   )
   await sql`ANALYZE`.execute(db.kysely)
@@ -96,14 +96,14 @@ async function measureSize(size: number) {
   const syncs = (
     await sql<{
       id: string
-      connection_id: number
-    }>`SELECT id, connection_id FROM syncs ORDER BY random() LIMIT ${LATENCY_SAMPLES}`.execute(db.kysely)
+      connection_pk: number
+    }>`SELECT id, connection_pk FROM syncs ORDER BY random() LIMIT ${LATENCY_SAMPLES}`.execute(db.kysely)
   ).rows
   const latencies: number[] = []
   for (const s of syncs) {
     const t0 = performance.now()
     const seen = new Promise<void>((resolve) => (started = () => resolve()))
-    await requestRun(db.kysely, { syncId: s.id, connectionId: s.connection_id, reason: 'trigger' })
+    await requestRun(db.kysely, { syncId: s.id, connectionPk: s.connection_pk, reason: 'trigger' })
     await wakeups.notify()
     await seen
     latencies.push(performance.now() - t0)

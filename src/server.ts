@@ -24,7 +24,7 @@ export interface Server {
   wakeups: Wakeups
   dispatcher: Dispatcher
   /** Gives a connection the syncs of its integration (connections created outside the API). */
-  provision(connectionId: number): Promise<void>
+  provision(connectionPk: number): Promise<void>
   /**
    * Ordered and bounded: HTTP stops taking requests while the dispatcher stops taking runs (running
    * ones get `graceMs` to finish, then are released); then the background loops stop, then the workers.
@@ -74,8 +74,8 @@ export async function startServer(deps: {
   })
   await dispatcher.start()
 
-  const provision = async (connectionId: number) => {
-    await provisionSyncs(db.kysely, definitions, [connectionId])
+  const provision = async (connectionPk: number) => {
+    await provisionSyncs(db.kysely, definitions, [connectionPk])
     await wakeups.notify()
   }
   const loops: Loop[] = [

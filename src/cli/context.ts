@@ -20,7 +20,7 @@ export interface CliContext {
    */
   withDb<T>(fn: (db: Db) => Promise<T>, options?: { migrate?: boolean }): Promise<T>
   /** Set when a running server executes the command: gives a new connection its syncs at once. */
-  onConnectionSaved?: (connectionId: number) => Promise<void>
+  onConnectionSaved?: (connectionPk: number) => Promise<void>
 }
 
 /**

@@ -53,7 +53,7 @@ export async function recordsCommand(args: string[], ctx: CliContext): Promise<v
           `no connection ${connectionId} of integration ${integration} in environment ${env.name}`,
         ),
     )
-    const ds = { connectionId: connection.id, model, variant: values.variant }
+    const ds = { connectionPk: connection.id, model, variant: values.variant }
     try {
       const s = await importRecords(db.kysely, ctx.sealer, ds, file)
       ctx.io.err(

@@ -53,7 +53,7 @@ export interface ConnectionsTable {
 }
 
 export interface DatasetsTable {
-  connection_id: number
+  connection_pk: number
   model: string
   variant: string
   record_count: Generated<number>
@@ -67,7 +67,7 @@ export interface DatasetsTable {
 
 /** Timestamps of records are read as text (`::text`) where microseconds matter. */
 export interface RecordsTable {
-  connection_id: number
+  connection_pk: number
   model: string
   variant: string
   id: Generated<number>
@@ -82,7 +82,7 @@ export interface RecordsTable {
 }
 
 export interface RecordsSeenTable {
-  connection_id: number
+  connection_pk: number
   model: string
   variant: string
   generation: number
@@ -92,7 +92,7 @@ export interface RecordsSeenTable {
 
 export interface SyncsTable {
   id: Generated<string>
-  connection_id: number
+  connection_pk: number
   name: string
   variant: string
   frequency: string | null
@@ -102,7 +102,7 @@ export interface SyncsTable {
 
 export interface SchedulesTable {
   sync_id: string
-  connection_id: number
+  connection_pk: number
   state: 'STARTED' | 'PAUSED' | 'DELETED'
   frequency_ms: number
   starts_at: Date
@@ -113,7 +113,7 @@ export interface SchedulesTable {
 export interface RunsTable {
   id: Generated<number>
   sync_id: string
-  connection_id: number
+  connection_pk: number
   state: 'CREATED' | 'STARTED' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
   reason: 'schedule' | 'trigger' | 'start'
   reset: Generated<boolean>

@@ -13,19 +13,19 @@ export const BASE_VARIANT = 'base'
 
 /** A (connection, model, variant): the unit records are stored, locked and counted in. */
 export interface Dataset {
-  connectionId: number
+  connectionPk: number
   model: string
   variant: string
 }
 
 /** The dataset's key as a query-builder condition: `.where((eb) => eb.and(datasetKey(ds)))`. */
 export const datasetKey = (ds: Dataset) =>
-  ({ connection_id: ds.connectionId, model: ds.model, variant: ds.variant }) as const
+  ({ connection_pk: ds.connectionPk, model: ds.model, variant: ds.variant }) as const
 
 /** The same condition in SQL, on the columns of `alias` (records are `r` in most statements). */
 export function inDataset(ds: Dataset, alias?: string): RawBuilder<boolean> {
   const column = (name: string) => sql.ref(alias ? `${alias}.${name}` : name)
-  return sql<boolean>`${column('connection_id')} = ${ds.connectionId} AND ${column('model')} = ${ds.model} AND ${column('variant')} = ${ds.variant}`
+  return sql<boolean>`${column('connection_pk')} = ${ds.connectionPk} AND ${column('model')} = ${ds.model} AND ${column('variant')} = ${ds.variant}`
 }
 
 export interface DatasetLock {
@@ -47,9 +47,9 @@ export async function lockDataset(
   maxSize = 0,
 ): Promise<DatasetLock> {
   const { rows } = await sql<{ stamp: string; generation: number | null }>`
-    INSERT INTO datasets AS d (connection_id, model, variant, max_size_bytes)
-    VALUES (${ds.connectionId}, ${ds.model}, ${ds.variant}, ${maxSize})
-    ON CONFLICT (connection_id, model, variant) DO UPDATE
+    INSERT INTO datasets AS d (connection_pk, model, variant, max_size_bytes)
+    VALUES (${ds.connectionPk}, ${ds.model}, ${ds.variant}, ${maxSize})
+    ON CONFLICT (connection_pk, model, variant) DO UPDATE
       SET max_size_bytes = greatest(d.max_size_bytes, ${maxSize})
     RETURNING greatest(clock_timestamp(), d.last_write_at + interval '1 microsecond')::text AS stamp,
               d.track_deletes_generation AS generation`.execute(trx)
@@ -61,7 +61,7 @@ export async function lockDataset(
 export async function lockExistingDataset(trx: Transaction<Database>, ds: Dataset): Promise<boolean> {
   const row = await trx
     .selectFrom('datasets')
-    .select('connection_id')
+    .select('connection_pk')
     .where((eb) => eb.and(datasetKey(ds)))
     .forUpdate()
     .executeTakeFirst()
@@ -118,16 +118,16 @@ export async function lockDatasetRows(
   orderBy: RawBuilder<unknown>,
   limit: number,
 ): Promise<Dataset[]> {
-  const { rows } = await sql<{ connection_id: number; model: string; variant: string }>`
-    SELECT connection_id, model, variant FROM datasets WHERE ${where}
+  const { rows } = await sql<{ connection_pk: number; model: string; variant: string }>`
+    SELECT connection_pk, model, variant FROM datasets WHERE ${where}
     ORDER BY ${orderBy} LIMIT ${limit} FOR UPDATE SKIP LOCKED`.execute(trx)
-  return rows.map((r) => ({ connectionId: r.connection_id, model: r.model, variant: r.variant }))
+  return rows.map((r) => ({ connectionPk: r.connection_pk, model: r.model, variant: r.variant }))
 }
 
 /** Notes that a sync run for these datasets completed (retention keeps datasets whose sync runs). */
 export async function markSynced(
   db: Queryable,
-  connectionId: number,
+  connectionPk: number,
   models: readonly string[],
   variant: string,
 ): Promise<void> {
@@ -135,7 +135,7 @@ export async function markSynced(
   await db
     .updateTable('datasets')
     .set({ last_sync_at: sql`now()` })
-    .where('connection_id', '=', connectionId)
+    .where('connection_pk', '=', connectionPk)
     .where('variant', '=', variant)
     .where('model', 'in', [...models])
     .execute()
@@ -147,7 +147,7 @@ export async function markSynced(
  */
 export async function resetDatasets(
   db: Queryable,
-  connectionId: number,
+  connectionPk: number,
   models: readonly string[],
   variant: string,
   emptyCache: boolean,
@@ -156,7 +156,7 @@ export async function resetDatasets(
   const scope = (table: 'datasets' | 'records_seen') =>
     db
       .deleteFrom(table)
-      .where('connection_id', '=', connectionId)
+      .where('connection_pk', '=', connectionPk)
       .where('variant', '=', variant)
       .where('model', 'in', [...models])
   if (emptyCache) {
@@ -167,7 +167,7 @@ export async function resetDatasets(
   await db
     .updateTable('datasets')
     .set({ track_deletes_generation: null })
-    .where('connection_id', '=', connectionId)
+    .where('connection_pk', '=', connectionPk)
     .where('variant', '=', variant)
     .where('model', 'in', [...models])
     .execute()

@@ -62,7 +62,7 @@ export interface PageTarget {
 
 function conditions(target: PageTarget, q: PageQuery): RawBuilder<boolean> {
   const all = [
-    sql`r.connection_id = d.connection`,
+    sql`r.connection_pk = d.connection_pk`,
     sql`r.model = ${target.model}`,
     sql`r.variant = ${target.variant}`,
   ]
@@ -108,9 +108,9 @@ export async function readPage(
     max_size: number
   }>`${sql.raw(PREPARED)}
     WITH d AS (
-      SELECT c.id AS connection, coalesce(ds.max_size_bytes, 0) AS max_size
+      SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size
       FROM connections c
-      LEFT JOIN datasets ds ON ds.connection_id = c.id AND ds.model = ${target.model} AND ds.variant = ${target.variant}
+      LEFT JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = ${target.model} AND ds.variant = ${target.variant}
       WHERE c.environment_id = ${target.environmentId} AND c.provider_config_key = ${target.providerConfigKey}
         AND c.connection_id = ${target.connectionId}
     )
@@ -174,7 +174,7 @@ export async function readPage(
 export async function largestRecordBytes(db: Queryable, target: PageTarget): Promise<number> {
   const row = await db
     .selectFrom('connections as c')
-    .innerJoin('datasets as ds', 'ds.connection_id', 'c.id')
+    .innerJoin('datasets as ds', 'ds.connection_pk', 'c.id')
     .select('ds.max_size_bytes')
     .where('c.environment_id', '=', target.environmentId)
     .where('c.provider_config_key', '=', target.providerConfigKey)

@@ -105,7 +105,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       headers['provider-config-key'],
       headers['connection-id'],
     )
-    return { connectionId: connection.id, model, variant: variant ?? BASE_VARIANT }
+    return { connectionPk: connection.id, model, variant: variant ?? BASE_VARIANT }
   }
 
   app.get(

@@ -39,13 +39,13 @@ export async function batchSave(
   // first_seen_at = stamp: added (new, or undeleted); last_modified_at = stamp: updated;
   // otherwise a pruned payload restored unchanged.
   const { rows } = await sql<{ external_id: string; added: boolean; modified: boolean }>`
-    INSERT INTO records AS r (connection_id, model, variant, external_id, payload, payload_hash, size_bytes,
+    INSERT INTO records AS r (connection_pk, model, variant, external_id, payload, payload_hash, size_bytes,
                               first_seen_at, last_modified_at)
-    SELECT ${ds.connectionId}, ${ds.model}, ${ds.variant}, i.external_id, i.payload, i.fingerprint, i.size,
+    SELECT ${ds.connectionPk}, ${ds.model}, ${ds.variant}, i.external_id, i.payload, i.fingerprint, i.size,
            ${lock.stamp}::timestamptz, ${lock.stamp}::timestamptz
     FROM unnest(${ids}::text[], ${payloads}::text[], ${fingerprints}::text[], ${sizes}::int[])
       AS i (external_id, payload, fingerprint, size)
-    ON CONFLICT (connection_id, model, variant, external_id) DO UPDATE SET
+    ON CONFLICT (connection_pk, model, variant, external_id) DO UPDATE SET
       payload = excluded.payload,
       payload_hash = excluded.payload_hash,
       size_bytes = excluded.size_bytes,

@@ -12,7 +12,7 @@ export async function markSeen(
   await trx
     .insertInto('records_seen')
     .values({
-      connection_id: ds.connectionId,
+      connection_pk: ds.connectionPk,
       model: ds.model,
       variant: ds.variant,
       generation,

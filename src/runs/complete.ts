@@ -28,7 +28,7 @@ export async function completeRun(
   // at the source while it ran is fetched again rather than missed.
   await setLastSyncDate(trx, sync.id, run.startedAt)
   const counts = outcome.result ?? {}
-  await markSynced(trx, sync.connectionId, Object.keys(counts), sync.variant)
+  await markSynced(trx, sync.connectionPk, Object.keys(counts), sync.variant)
 
   // Nothing changed, nothing to announce: no webhook, and no need to work out since when.
   if (!Object.values(counts).some((c) => c.added + c.updated + c.deleted > 0)) return true
@@ -36,7 +36,7 @@ export async function completeRun(
   await queueSyncWebhooks(trx, {
     runId: run.id,
     environmentId: sync.environmentId,
-    connectionId: sync.connection,
+    connectionId: sync.connectionId,
     providerConfigKey: sync.providerConfigKey,
     syncName: sync.name,
     variant: sync.variant,

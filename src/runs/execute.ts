@@ -74,7 +74,7 @@ export class SyncExecutor implements RunExecutor {
       await db.transaction().execute(async (trx) => {
         await clearCheckpoint(trx, sync.id)
         await setLastSyncDate(trx, sync.id, null)
-        await resetDatasets(trx, sync.connectionId, models, sync.variant, run.emptyCache)
+        await resetDatasets(trx, sync.connectionPk, models, sync.variant, run.emptyCache)
       })
     }
     const lastSyncDate = run.reset ? null : sync.lastSyncDate
@@ -91,7 +91,7 @@ export class SyncExecutor implements RunExecutor {
         {
           runId: run.id,
           syncName: sync.name,
-          connectionId: sync.connection,
+          connectionId: sync.connectionId,
           providerConfigKey: sync.providerConfigKey,
           variant: sync.variant,
           lastSyncDate: lastSyncDate?.toISOString() ?? null,

@@ -65,7 +65,7 @@ export function runHandlers(c: RunContext): NangoHandlers {
         `The model '${model}' is not included in the declared sync models: ${Object.keys(c.definition.models).join(', ')}`,
       )
     }
-    return { connectionId: c.sync.connectionId, model, variant: c.sync.variant }
+    return { connectionPk: c.sync.connectionPk, model, variant: c.sync.variant }
   }
 
   /** Validates every record against the model's schema before anything of the batch is written. */
@@ -113,7 +113,7 @@ export function runHandlers(c: RunContext): NangoHandlers {
   }
 
   const loadConnection = async (): Promise<Connection> => {
-    const { environmentId, providerConfigKey, connection: connectionId } = c.sync
+    const { environmentId, providerConfigKey, connectionId } = c.sync
     connection ??= await findConnection(db, sealer, environmentId, providerConfigKey, connectionId)
     if (!connection) throw new Error('The connection no longer exists')
     return connection

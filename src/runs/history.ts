@@ -16,7 +16,7 @@ export async function listRuns(db: Queryable, filter: RunFilter) {
   let query = db
     .selectFrom('runs as r')
     .innerJoin('syncs as s', 's.id', 'r.sync_id')
-    .innerJoin('connections as c', 'c.id', 's.connection_id')
+    .innerJoin('connections as c', 'c.id', 's.connection_pk')
     .select([
       'r.id',
       'c.provider_config_key',

@@ -12,7 +12,7 @@ export type RunReason = 'schedule' | 'trigger' | 'start'
 export interface ClaimedRun {
   id: number
   syncId: string
-  connectionId: number
+  connectionPk: number
   lease: string
   reason: RunReason
   reset: boolean
@@ -82,11 +82,11 @@ export async function expireRuns(
         LIMIT ${batch}
         FOR UPDATE SKIP LOCKED)
       AND r.state = ${sql.lit(EXPIRES)}
-      RETURNING r.id, r.sync_id, r.connection_id, r.reason, r.reset, r.empty_cache,
+      RETURNING r.id, r.sync_id, r.connection_pk, r.reason, r.reset, r.empty_cache,
                 r.heartbeat_at < now() - ${limits.heartbeatTimeoutMs} * interval '1 millisecond' AS worker_died
     ), retried AS (
-      INSERT INTO runs (sync_id, connection_id, state, reason, reset, empty_cache)
-      SELECT sync_id, connection_id, 'CREATED', reason, reset, empty_cache FROM expired WHERE worker_died
+      INSERT INTO runs (sync_id, connection_pk, state, reason, reset, empty_cache)
+      SELECT sync_id, connection_pk, 'CREATED', reason, reset, empty_cache FROM expired WHERE worker_died
       ON CONFLICT DO NOTHING
     )
     SELECT id, sync_id FROM expired`.execute(db)

@@ -223,7 +223,7 @@ export class Dispatcher {
       if (released) {
         await requestRun(trx, {
           syncId: run.syncId,
-          connectionId: run.connectionId,
+          connectionPk: run.connectionPk,
           reason: run.reason,
           reset: run.reset,
           emptyCache: run.emptyCache,

@@ -8,7 +8,7 @@ import type { RunStateLeadingTo } from '../runs/states.ts'
 
 export interface RunRequest {
   syncId: string
-  connectionId: number
+  connectionPk: number
   reason: RunReason
   reset?: boolean
   emptyCache?: boolean
@@ -20,8 +20,8 @@ export interface RunRequest {
  */
 export async function requestRun(db: Queryable, request: RunRequest): Promise<number> {
   const { rows } = await sql<{ id: number }>`
-    INSERT INTO runs (sync_id, connection_id, state, reason, reset, empty_cache)
-    VALUES (${request.syncId}, ${request.connectionId}, 'CREATED', ${request.reason},
+    INSERT INTO runs (sync_id, connection_pk, state, reason, reset, empty_cache)
+    VALUES (${request.syncId}, ${request.connectionPk}, 'CREATED', ${request.reason},
             ${request.reset ?? false}, ${request.emptyCache ?? false})
     ON CONFLICT (sync_id) WHERE state = 'CREATED' DO UPDATE SET
       reset = runs.reset OR excluded.reset,
@@ -42,7 +42,7 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
   const { rows } = await sql<{
     id: number
     sync_id: string
-    connection_id: number
+    connection_pk: number
     lease: string
     reason: RunReason
     reset: boolean
@@ -61,13 +61,13 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
                       lease = gen_random_uuid()
     FROM candidates c
     WHERE r.id = c.id AND r.state = ${sql.lit(CLAIMABLE)}
-    RETURNING r.id, r.sync_id, r.connection_id, r.lease, r.reason, r.reset, r.empty_cache, r.started_at`.execute(
+    RETURNING r.id, r.sync_id, r.connection_pk, r.lease, r.reason, r.reset, r.empty_cache, r.started_at`.execute(
     db,
   )
   return rows.map((r) => ({
     id: r.id,
     syncId: r.sync_id,
-    connectionId: r.connection_id,
+    connectionPk: r.connection_pk,
     lease: r.lease,
     reason: r.reason,
     reset: r.reset,

@@ -12,14 +12,14 @@ const NEXT_SLOT = sql`s.starts_at + (floor(extract(epoch FROM (now() - s.starts_
 
 export async function createSchedule(
   db: Queryable,
-  schedule: { syncId: string; connectionId: number; frequencyMs: number; state: 'STARTED' | 'PAUSED' },
+  schedule: { syncId: string; connectionPk: number; frequencyMs: number; state: 'STARTED' | 'PAUSED' },
 ): Promise<void> {
   // Due at once: a new sync runs right away (when started), then on its grid.
   await db
     .insertInto('schedules')
     .values({
       sync_id: schedule.syncId,
-      connection_id: schedule.connectionId,
+      connection_pk: schedule.connectionPk,
       state: schedule.state,
       frequency_ms: schedule.frequencyMs,
       starts_at: sql<Date>`now()`,
@@ -72,7 +72,7 @@ export async function setScheduleFrequency(
 export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
   const { rows } = await sql<{ id: number }>`
     WITH due AS (
-      SELECT s.sync_id, s.connection_id, s.next_due_at FROM schedules s
+      SELECT s.sync_id, s.connection_pk, s.next_due_at FROM schedules s
       WHERE s.state = 'STARTED' AND s.next_due_at <= now()
       ORDER BY s.next_due_at
       LIMIT ${limit}
@@ -80,8 +80,8 @@ export async function materializeDueRuns(db: Queryable, limit: number): Promise<
     ), advanced AS (
       UPDATE schedules s SET next_due_at = ${NEXT_SLOT} FROM due WHERE s.sync_id = due.sync_id
     )
-    INSERT INTO runs (sync_id, connection_id, state, reason, due_at)
-    SELECT due.sync_id, due.connection_id, 'CREATED', 'schedule', due.next_due_at FROM due
+    INSERT INTO runs (sync_id, connection_pk, state, reason, due_at)
+    SELECT due.sync_id, due.connection_pk, 'CREATED', 'schedule', due.next_due_at FROM due
     WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.sync_id = due.sync_id AND r.state IN ('CREATED', 'STARTED'))
     ON CONFLICT DO NOTHING
     RETURNING id`.execute(db)

@@ -13,15 +13,15 @@ import type { Definitions } from './definitions.ts'
  * - a sync whose definition disappeared stops (schedule DELETED, waiting runs cancelled) and comes
  *   back when it reappears.
  * Idempotent and safe to run from several instances (inserts are ON CONFLICT DO NOTHING).
- * `connectionIds` limits the work to some connections (a new connection).
+ * `connectionPks` limits the work to some connections (a new connection).
  */
 export async function provisionSyncs(
   db: Queryable,
   definitions: Definitions,
-  connectionIds?: readonly number[],
+  connectionPks?: readonly number[],
 ): Promise<{ created: number; stopped: number }> {
   const defs = [...definitions.integrations.values()].flatMap((i) => i.syncs)
-  const only = connectionIds ? sql`AND c.id = any(${[...connectionIds]}::int[])` : sql``
+  const only = connectionPks ? sql`AND c.id = any(${[...connectionPks]}::int[])` : sql``
   const d = {
     pcks: defs.map((s) => s.integration),
     names: defs.map((s) => s.name),
@@ -32,17 +32,17 @@ export async function provisionSyncs(
     AS d (pck, name, frequency_ms, auto_start)`
 
   const created = await sql<{ id: string }>`
-    INSERT INTO syncs (connection_id, name, variant)
+    INSERT INTO syncs (connection_pk, name, variant)
     SELECT c.id, d.name, ${BASE_VARIANT} FROM connections c JOIN ${defined} ON c.provider_config_key = d.pck
     WHERE true ${only}
-    ON CONFLICT (connection_id, name, variant) DO NOTHING
+    ON CONFLICT (connection_pk, name, variant) DO NOTHING
     RETURNING id`.execute(db)
 
   // Schedules for syncs that have none (new base syncs; variants get theirs when created).
   await sql`
-    INSERT INTO schedules (sync_id, connection_id, state, frequency_ms, starts_at, next_due_at)
-    SELECT s.id, s.connection_id, CASE WHEN d.auto_start THEN 'STARTED' ELSE 'PAUSED' END, d.frequency_ms, now(), now()
-    FROM syncs s JOIN connections c ON c.id = s.connection_id
+    INSERT INTO schedules (sync_id, connection_pk, state, frequency_ms, starts_at, next_due_at)
+    SELECT s.id, s.connection_pk, CASE WHEN d.auto_start THEN 'STARTED' ELSE 'PAUSED' END, d.frequency_ms, now(), now()
+    FROM syncs s JOIN connections c ON c.id = s.connection_pk
     JOIN ${defined} ON c.provider_config_key = d.pck AND s.name = d.name
     WHERE NOT EXISTS (SELECT 1 FROM schedules x WHERE x.sync_id = s.id) ${only}
     ON CONFLICT (sync_id) DO NOTHING`.execute(db)
@@ -50,14 +50,14 @@ export async function provisionSyncs(
   // The definition's frequency, unless the connection overrides it (the override is applied when set).
   await sql`
     UPDATE schedules x SET frequency_ms = d.frequency_ms, updated_at = now()
-    FROM syncs s JOIN connections c ON c.id = s.connection_id
+    FROM syncs s JOIN connections c ON c.id = s.connection_pk
     JOIN ${defined} ON c.provider_config_key = d.pck AND s.name = d.name
     WHERE x.sync_id = s.id AND s.frequency IS NULL AND x.frequency_ms <> d.frequency_ms ${only}`.execute(db)
 
   // Stop syncs without a definition; restart deleted ones whose definition is back.
   const orphaned = await sql<{ sync_id: string }>`
     UPDATE schedules x SET state = 'DELETED', updated_at = now()
-    FROM syncs s JOIN connections c ON c.id = s.connection_id
+    FROM syncs s JOIN connections c ON c.id = s.connection_pk
     WHERE x.sync_id = s.id AND x.state <> 'DELETED' ${only}
       AND NOT EXISTS (SELECT 1 FROM ${defined} WHERE d.pck = c.provider_config_key AND d.name = s.name)
     RETURNING x.sync_id`.execute(db)
@@ -70,7 +70,7 @@ export async function provisionSyncs(
   await sql`
     UPDATE schedules x SET state = CASE WHEN d.auto_start THEN 'STARTED' ELSE 'PAUSED' END,
                            next_due_at = now(), updated_at = now()
-    FROM syncs s JOIN connections c ON c.id = s.connection_id
+    FROM syncs s JOIN connections c ON c.id = s.connection_pk
     JOIN ${defined} ON c.provider_config_key = d.pck AND s.name = d.name
     WHERE x.sync_id = s.id AND x.state = 'DELETED' ${only}`.execute(db)
 

@@ -201,7 +201,7 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
     async (request) => {
       const q = request.query
       const environmentId = request.principal.environmentId
-      let connectionId: number | undefined
+      let connectionPk: number | undefined
       if (q.connection_id !== undefined) {
         const connection = await requireConnection(
           opts.db,
@@ -210,12 +210,12 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
           q.connection_id,
           () => new HttpError(400, 'invalid_body', 'Connection not found'),
         )
-        connectionId = connection.id
+        connectionPk = connection.id
       }
       const selectors = q.syncs === '*' ? 'all' : q.syncs.split(',').map((s) => toSelector(s))
       const rows = await findSyncs(
         opts.db,
-        { environmentId, providerConfigKey: q.provider_config_key, connectionId },
+        { environmentId, providerConfigKey: q.provider_config_key, connectionPk },
         selectors,
       )
       return { syncs: await syncStatuses(opts.db, sealer, opts.definitions(), rows) }

@@ -65,7 +65,7 @@ export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): 
     )
     const rows = await findSyncs(
       s.db,
-      { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionId: connection.id },
+      { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionPk: connection.id },
       selectors,
     )
     const missing = t.selectors.some(
@@ -96,7 +96,7 @@ export async function triggerSyncs(
     for (const row of rows) {
       await requestRun(trx, {
         syncId: row.id,
-        connectionId: row.connectionId,
+        connectionPk: row.connectionPk,
         reason: 'trigger',
         ...options,
       })
@@ -124,7 +124,7 @@ export async function startSyncs(s: SyncServices, rows: readonly SyncRow[]): Pro
       ['PAUSED'],
     )
     for (const row of rows.filter((r) => ids.includes(r.id))) {
-      await requestRun(trx, { syncId: row.id, connectionId: row.connectionId, reason: 'start' })
+      await requestRun(trx, { syncId: row.id, connectionPk: row.connectionPk, reason: 'start' })
     }
     return ids
   })

@@ -41,15 +41,15 @@ async function facts(db: Queryable, rows: readonly SyncRow[]): Promise<Map<strin
   for (const r of latest.rows) {
     out.get(r.sync_id)!.latest = { state: r.state, type: r.type, endedAt: r.ended_at, result: r.result }
   }
-  const counts = await sql<{ connection_id: number; model: string; variant: string; record_count: number }>`
-    SELECT d.connection_id, d.model, d.variant, d.record_count FROM datasets d
-    WHERE (d.connection_id, d.variant) IN (SELECT * FROM unnest(${rows.map((r) => r.connectionId)}::int[],
+  const counts = await sql<{ connection_pk: number; model: string; variant: string; record_count: number }>`
+    SELECT d.connection_pk, d.model, d.variant, d.record_count FROM datasets d
+    WHERE (d.connection_pk, d.variant) IN (SELECT * FROM unnest(${rows.map((r) => r.connectionPk)}::int[],
                                                                ${rows.map((r) => r.variant)}::text[]))`.execute(
     db,
   )
   for (const row of rows) {
     for (const c of counts.rows) {
-      if (c.connection_id === row.connectionId && c.variant === row.variant) {
+      if (c.connection_pk === row.connectionPk && c.variant === row.variant) {
         out.get(row.id)!.counts.set(c.model, Number(c.record_count))
       }
     }
@@ -105,7 +105,7 @@ export async function syncStatuses(
     }
     out.push({
       id: row.id,
-      connection_id: row.connection,
+      connection_id: row.connectionId,
       type: latest?.type === 'incremental' ? ('INCREMENTAL' as const) : ('INITIAL' as const),
       ...(latest && !running && latest.endedAt ? { finishedAt: latest.endedAt.toISOString() } : {}),
       nextScheduledSyncAt: f.state === 'STARTED' && f.nextDueAt ? f.nextDueAt.toISOString() : null,

@@ -4,9 +4,10 @@ import type { Queryable } from '../db/database.ts'
 
 export interface SyncRow {
   id: string
-  connectionId: number
+  /** connections.id */
+  connectionPk: number
   /** the connection's public id */
-  connection: string
+  connectionId: string
   providerConfigKey: string
   name: string
   variant: string
@@ -22,8 +23,8 @@ export interface SyncSelector {
 
 const syncColumns = [
   's.id',
-  's.connection_id',
-  'c.connection_id as connection',
+  's.connection_pk',
+  'c.connection_id',
   'c.provider_config_key',
   's.name',
   's.variant',
@@ -33,8 +34,8 @@ const syncColumns = [
 
 type Row = {
   id: string
-  connection_id: number
-  connection: string
+  connection_pk: number
+  connection_id: string
   provider_config_key: string
   name: string
   variant: string
@@ -44,8 +45,8 @@ type Row = {
 
 const toSync = (r: Row): SyncRow => ({
   id: r.id,
+  connectionPk: r.connection_pk,
   connectionId: r.connection_id,
-  connection: r.connection,
   providerConfigKey: r.provider_config_key,
   name: r.name,
   variant: r.variant,
@@ -59,16 +60,16 @@ const toSync = (r: Row): SyncRow => ({
  */
 export async function findSyncs(
   db: Queryable,
-  scope: { environmentId: number; providerConfigKey: string; connectionId?: number },
+  scope: { environmentId: number; providerConfigKey: string; connectionPk?: number },
   selectors: readonly SyncSelector[] | 'all',
 ): Promise<SyncRow[]> {
   let query = db
     .selectFrom('syncs as s')
-    .innerJoin('connections as c', 'c.id', 's.connection_id')
+    .innerJoin('connections as c', 'c.id', 's.connection_pk')
     .select(syncColumns)
     .where('c.environment_id', '=', scope.environmentId)
     .where('c.provider_config_key', '=', scope.providerConfigKey)
-  if (scope.connectionId !== undefined) query = query.where('s.connection_id', '=', scope.connectionId)
+  if (scope.connectionPk !== undefined) query = query.where('s.connection_pk', '=', scope.connectionPk)
   if (selectors !== 'all') {
     if (selectors.length === 0) return []
     query = query.where(
@@ -86,18 +87,18 @@ export async function findSyncById(
 ): Promise<(SyncRow & { environmentId: number }) | undefined> {
   const row = await db
     .selectFrom('syncs as s')
-    .innerJoin('connections as c', 'c.id', 's.connection_id')
+    .innerJoin('connections as c', 'c.id', 's.connection_pk')
     .select([...syncColumns, 'c.environment_id'])
     .where('s.id', '=', id)
     .executeTakeFirst()
   return row && { ...toSync(row), environmentId: row.environment_id }
 }
 
-export async function countVariants(db: Queryable, connectionId: number, name: string): Promise<number> {
+export async function countVariants(db: Queryable, connectionPk: number, name: string): Promise<number> {
   const row = await db
     .selectFrom('syncs')
     .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('connection_id', '=', connectionId)
+    .where('connection_pk', '=', connectionPk)
     .where('name', '=', name)
     .executeTakeFirstOrThrow()
   return Number(row.n)
@@ -105,13 +106,13 @@ export async function countVariants(db: Queryable, connectionId: number, name: s
 
 export async function insertSync(
   db: Queryable,
-  connectionId: number,
+  connectionPk: number,
   name: string,
   variant: string,
 ): Promise<string> {
   const row = await db
     .insertInto('syncs')
-    .values({ connection_id: connectionId, name, variant })
+    .values({ connection_pk: connectionPk, name, variant })
     .returning('id')
     .executeTakeFirstOrThrow()
   return row.id

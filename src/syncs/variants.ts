@@ -47,7 +47,7 @@ export async function createVariant(
       {
         environmentId: t.environmentId,
         providerConfigKey: t.providerConfigKey,
-        connectionId: connection.id,
+        connectionPk: connection.id,
       },
       [{ name: t.name, variant: t.variant }],
     )
@@ -68,7 +68,7 @@ export async function createVariant(
     const syncId = await insertSync(trx, connection.id, t.name, t.variant)
     await createSchedule(trx, {
       syncId,
-      connectionId: connection.id,
+      connectionPk: connection.id,
       frequencyMs: definition.frequencyMs,
       state: definition.autoStart ? 'STARTED' : 'PAUSED',
     })
@@ -95,7 +95,7 @@ export async function deleteVariant(s: SyncServices, t: VariantTarget): Promise<
       {
         environmentId: t.environmentId,
         providerConfigKey: t.providerConfigKey,
-        connectionId: connection.id,
+        connectionPk: connection.id,
       },
       [{ name: t.name, variant: t.variant }],
     )
@@ -104,7 +104,7 @@ export async function deleteVariant(s: SyncServices, t: VariantTarget): Promise<
     if (models.length > 0) {
       await trx
         .deleteFrom('datasets')
-        .where('connection_id', '=', connection.id)
+        .where('connection_pk', '=', connection.id)
         .where('variant', '=', t.variant)
         .where('model', 'in', models)
         .execute()
@@ -127,7 +127,7 @@ export async function updateFrequency(
   const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
   const [sync] = await findSyncs(
     s.db,
-    { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionId: connection.id },
+    { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionPk: connection.id },
     [{ name: t.name, variant: t.variant }],
   )
   if (!sync) throw unknownSync()

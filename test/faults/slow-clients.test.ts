@@ -160,7 +160,7 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres' || !onLinux)('slow 
         providerConfigKey: 'acme',
         connectionId: 'slow',
       })
-      const ds = { connectionId: connection.id, model: MODEL, variant: BASE_VARIANT }
+      const ds = { connectionPk: connection.id, model: MODEL, variant: BASE_VARIANT }
       for (let i = 0; i < RECORDS; i += 20) {
         const batch = Array.from({ length: 20 }, (_, n) => ({
           id: `r${i + n}`,

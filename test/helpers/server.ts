@@ -128,14 +128,14 @@ export async function api(
 export async function syncStatusOf(
   t: TestServer,
   pck: string,
-  connection: string,
+  connectionId: string,
   name: string,
   variant = 'base',
 ): Promise<SyncStatusItem | undefined> {
   const q = new URLSearchParams({
     syncs: `${name}::${variant}`,
     provider_config_key: pck,
-    connection_id: connection,
+    connection_id: connectionId,
   })
   const res = await api(t, 'GET', `/sync/status?${q}`)
   if (res.status !== 200) throw new Error(`GET /sync/status: ${res.status} ${JSON.stringify(res.body)}`)
@@ -145,14 +145,14 @@ export async function syncStatusOf(
 /** Polls GET /sync/status until the sync's status matches `predicate`; resolves with that status. */
 export function waitForStatus(
   t: TestServer,
-  sync: { pck: string; connection: string; name: string; variant?: string },
+  sync: SyncRef,
   predicate: (status: SyncStatusItem) => boolean,
   timeoutMs = 15_000,
 ): Promise<SyncStatusItem> {
   return waitFor(
-    `status of ${sync.name}::${sync.variant ?? 'base'} on ${sync.connection}`,
+    `status of ${sync.name}::${sync.variant ?? 'base'} on ${sync.connectionId}`,
     async () => {
-      const status = await syncStatusOf(t, sync.pck, sync.connection, sync.name, sync.variant)
+      const status = await syncStatusOf(t, sync.pck, sync.connectionId, sync.name, sync.variant)
       return status && predicate(status) ? status : undefined
     },
     { timeoutMs },
@@ -164,7 +164,7 @@ export async function runsOf(t: TestServer, sync: SyncRef) {
   return t.database.db.kysely
     .selectFrom('runs as r')
     .innerJoin('syncs as s', 's.id', 'r.sync_id')
-    .innerJoin('connections as c', 'c.id', 's.connection_id')
+    .innerJoin('connections as c', 'c.id', 's.connection_pk')
     .select([
       'r.id',
       'r.state',
@@ -176,7 +176,7 @@ export async function runsOf(t: TestServer, sync: SyncRef) {
       's.id as sync_id',
     ])
     .where('c.provider_config_key', '=', sync.pck)
-    .where('c.connection_id', '=', sync.connection)
+    .where('c.connection_id', '=', sync.connectionId)
     .where('s.name', '=', sync.name)
     .where('s.variant', '=', sync.variant ?? 'base')
     .orderBy('r.id')
@@ -186,7 +186,8 @@ export async function runsOf(t: TestServer, sync: SyncRef) {
 /** One sync of one connection, as the routes name it. */
 export interface SyncRef {
   pck: string
-  connection: string
+  /** the connection's public id */
+  connectionId: string
   name: string
   variant?: string
 }
@@ -200,7 +201,7 @@ export async function withNewRuns(t: TestServer, syncs: SyncRef[], action: () =>
   await action()
   return Promise.all(
     syncs.map(async (s, i) => {
-      const what = `a new run of ${s.name}::${s.variant ?? 'base'} on ${s.connection}`
+      const what = `a new run of ${s.name}::${s.variant ?? 'base'} on ${s.connectionId}`
       await waitFor(what, async () => {
         const runs = await runsOf(t, s)
         return runs.length > before[i]! && runs.at(-1)!.state === 'SUCCEEDED'

@@ -38,7 +38,7 @@ afterAll(() => t.close())
 async function saveRecords(env: Env, pck: string, connectionId: string, records: unknown[]) {
   const connection = await findConnectionRef(t.db.kysely, t.envIds[env], pck, connectionId)
   expect(connection).toBeDefined()
-  const ds = { connectionId: connection!.id, model: MODEL, variant: 'base' }
+  const ds = { connectionPk: connection!.id, model: MODEL, variant: 'base' }
   await batchSave(t.db.kysely, t.sealer, ds, records)
 }
 

@@ -52,7 +52,7 @@ async function importConnection(env: 'dev' | 'prod', connection_id: string) {
 
 async function saveRecords(env: 'dev' | 'prod', connectionId: string) {
   const connection = await findConnectionRef(t.db.kysely, t.envIds[env], PCK, connectionId)
-  const ds = { connectionId: connection!.id, model: MODEL, variant: 'base' }
+  const ds = { connectionPk: connection!.id, model: MODEL, variant: 'base' }
   await batchSave(t.db.kysely, t.sealer, ds, [
     { id: 'r1', name: 'one' },
     { id: 'r2', name: 'two' },
@@ -66,7 +66,7 @@ async function snapshot() {
     connections: await all(sql`SELECT * FROM connections ORDER BY id`),
     variables: await all(sql`SELECT * FROM environment_variables ORDER BY environment_id, name`),
     records: await all(sql`SELECT * FROM records ORDER BY id`),
-    datasets: await all(sql`SELECT * FROM datasets ORDER BY connection_id, model, variant`),
+    datasets: await all(sql`SELECT * FROM datasets ORDER BY connection_pk, model, variant`),
     syncs: await all(sql`SELECT * FROM syncs ORDER BY id`),
     schedules: await all(sql`SELECT * FROM schedules ORDER BY sync_id`),
     runs: await all(sql`SELECT * FROM runs ORDER BY id`),

@@ -110,7 +110,7 @@ describe('concurrent writers and a paging reader', () => {
       providerConfigKey: 'concurrency',
       connectionId: 'conn',
     })
-    ds = { connectionId: connection.id, model: 'Ticket', variant: BASE_VARIANT }
+    ds = { connectionPk: connection.id, model: 'Ticket', variant: BASE_VARIANT }
     target = {
       environmentId: env.id,
       providerConfigKey: 'concurrency',
@@ -203,7 +203,7 @@ describe('concurrent writers and a paging reader', () => {
       const rnd = prng(SEED + 100)
       while (writing && Date.now() < hardDeadline) {
         await db.transaction().execute(async (trx) => {
-          await sql`SELECT 1 FROM datasets WHERE connection_id = ${ds.connectionId} AND model = ${ds.model}
+          await sql`SELECT 1 FROM datasets WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model}
                     AND variant = ${ds.variant} FOR UPDATE`.execute(trx)
           await sql`SELECT pg_sleep(${rnd.int(5, 40) / 1000})`.execute(trx)
         })
@@ -281,7 +281,7 @@ describe('concurrent writers and a paging reader', () => {
 
     // The writers have stopped: the reader continues to the end.
     const { rows: countRow } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM records
-      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
+      WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
       db,
     )
     const total = countRow[0]!.n
@@ -297,7 +297,7 @@ describe('concurrent writers and a paging reader', () => {
       deleted_at: string | null
       pruned_at: string | null
     }>`SELECT external_id, payload, last_modified_at::text, deleted_at::text, pruned_at::text FROM records
-       WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
+       WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}`.execute(
       db,
     )
     expect(rows.length).toBe(total)

@@ -33,13 +33,13 @@ async function newDataset(): Promise<{ ds: Dataset; connectionId: string }> {
     providerConfigKey: 'crm',
     connectionId,
   })
-  return { ds: { connectionId: connection.id, model: MODEL, variant: BASE_VARIANT }, connectionId }
+  return { ds: { connectionPk: connection.id, model: MODEL, variant: BASE_VARIANT }, connectionId }
 }
 
 async function raw(ds: Dataset) {
   const { rows } = await sql<{ external_id: string; payload: string | null; payload_hash: string }>`
     SELECT external_id, payload, payload_hash FROM records
-    WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
     ORDER BY external_id`.execute(db())
   return rows
 }

@@ -60,7 +60,7 @@ async function snapshot() {
   const { rows } = await sql`SELECT r.*, r.last_modified_at::text AS lm, r.pruned_at::text AS pa
                              FROM records r ORDER BY r.id`.execute(t.db.kysely)
   const { rows: datasets } = await sql`SELECT d.*, d.last_write_at::text AS lw FROM datasets d
-                                       ORDER BY connection_id, model, variant`.execute(t.db.kysely)
+                                       ORDER BY connection_pk, model, variant`.execute(t.db.kysely)
   return { listing, rows, datasets }
 }
 let before: Awaited<ReturnType<typeof snapshot>>
@@ -81,7 +81,7 @@ beforeAll(async () => {
     providerConfigKey: PCK,
     connectionId: 'c1',
   })
-  const ds = (variant: string) => ({ connectionId: connection.id, model: 'Thing', variant })
+  const ds = (variant: string) => ({ connectionPk: connection.id, model: 'Thing', variant })
   await batchSave(
     t.db.kysely,
     t.sealer,

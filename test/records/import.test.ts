@@ -75,7 +75,7 @@ async function stored(connectionId: string, variant = BASE_VARIANT) {
       .select('id')
       .where('connection_id', '=', connectionId)
       .executeTakeFirstOrThrow()
-    const count = await recordCount(db.kysely, { connectionId: ref.id, model: MODEL, variant })
+    const count = await recordCount(db.kysely, { connectionPk: ref.id, model: MODEL, variant })
     return { records, ids: new Set(records.map((r) => r.externalId)), count }
   })
 }

@@ -213,7 +213,7 @@ describe('paging with next_cursor under random writes (property)', () => {
       const property = fc.asyncProperty(steps, finalPages, async (stepList, finalPageSpecs) => {
         // Every run (and every shrink attempt) gets its own dataset.
         const model = `m${++runCounter}`
-        const ds: Dataset = { connectionId: connection.id, model, variant: BASE_VARIANT }
+        const ds: Dataset = { connectionPk: connection.id, model, variant: BASE_VARIANT }
         const target: PageTarget = {
           environmentId: connection.environmentId,
           providerConfigKey: connection.providerConfigKey,
@@ -474,7 +474,7 @@ describe('paging with next_cursor under random writes (property)', () => {
               // The cursor of a record picked from the table in cursor order; prune is inclusive.
               const { rows } = await sql<{ external_id: string; id: number; modified: string }>`
               SELECT external_id, id, last_modified_at::text AS modified FROM records
-              WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+              WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
               ORDER BY last_modified_at, id`.execute(db)
               if (rows.length === 0) break
               const k = o.at % rows.length

@@ -55,7 +55,7 @@ describe('retention', () => {
   })
 
   const db = () => database.db.kysely
-  const dataset = (model: string): Dataset => ({ connectionId: connection.id, model, variant: BASE_VARIANT })
+  const dataset = (model: string): Dataset => ({ connectionPk: connection.id, model, variant: BASE_VARIANT })
 
   /** Saves `count` records (`deleted` of them then soft-deleted); returns the dataset. */
   async function seed(model: string, count: number, deleted = 0): Promise<Dataset> {
@@ -73,7 +73,7 @@ describe('retention', () => {
   async function rows(ds: Dataset): Promise<Row[]> {
     const { rows } = await sql<Row>`
       SELECT external_id, payload, pruned_at::text, deleted_at::text, last_modified_at::text FROM records
-      WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+      WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
       ORDER BY last_modified_at, id`.execute(db())
     return rows
   }
@@ -81,8 +81,8 @@ describe('retention', () => {
   async function datasetExists(ds: Dataset): Promise<boolean> {
     const row = await db()
       .selectFrom('datasets')
-      .select('connection_id')
-      .where('connection_id', '=', ds.connectionId)
+      .select('connection_pk')
+      .where('connection_pk', '=', ds.connectionPk)
       .where('model', '=', ds.model)
       .where('variant', '=', ds.variant)
       .executeTakeFirst()
@@ -168,7 +168,7 @@ describe('retention', () => {
     const ds = await seed('Deal', 8)
     // Half of them as if last modified 40 days ago (the oldest half, so cursor order still holds).
     await sql`UPDATE records SET last_modified_at = last_modified_at - interval '40 days', first_seen_at = first_seen_at - interval '40 days'
-              WHERE connection_id = ${ds.connectionId} AND model = ${ds.model}
+              WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model}
                 AND external_id IN ('Deal-0', 'Deal-1', 'Deal-2', 'Deal-3')`.execute(db())
     const now = new Date()
     expect(await runRetention(db(), PRUNE_ONLY, days(now, 1))).toEqual({ pruned: 4, deleted: 0 })
@@ -215,9 +215,9 @@ describe('retention', () => {
     const written = await seed('Written', 3)
     const now = new Date()
     // A sync completed recently (50 days on), and a write happened recently.
-    await sql`UPDATE datasets SET last_sync_at = ${days(now, 50)} WHERE connection_id = ${synced.connectionId}
+    await sql`UPDATE datasets SET last_sync_at = ${days(now, 50)} WHERE connection_pk = ${synced.connectionPk}
               AND model = ${synced.model} AND variant = ${synced.variant}`.execute(db())
-    await sql`UPDATE datasets SET last_write_at = ${days(now, 50)} WHERE connection_id = ${written.connectionId}
+    await sql`UPDATE datasets SET last_write_at = ${days(now, 50)} WHERE connection_pk = ${written.connectionPk}
               AND model = ${written.model} AND variant = ${written.variant}`.execute(db())
 
     expect(await runRetention(db(), DELETE_ONLY, days(now, 59))).toEqual({ pruned: 0, deleted: 0 })
@@ -325,7 +325,7 @@ describe('retention', () => {
       const now = new Date()
       const trx = await db().startTransaction().execute()
       try {
-        await sql`SELECT 1 FROM datasets WHERE connection_id = ${busy.connectionId} AND model = ${busy.model}
+        await sql`SELECT 1 FROM datasets WHERE connection_pk = ${busy.connectionPk} AND model = ${busy.model}
                 AND variant = ${busy.variant} FOR UPDATE`.execute(trx)
         expect(await runRetention(db(), PRUNE_ONLY, days(now, 31))).toEqual({ pruned: 3, deleted: 0 })
         expect(await runRetention(db(), DELETE_ONLY, days(now, 61))).toEqual({ pruned: 0, deleted: 3 })

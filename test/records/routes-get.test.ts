@@ -23,7 +23,7 @@ let t: TestApp
 let nango: Nango
 let conn: number
 
-const ds = (model: string, variant = 'base') => ({ connectionId: conn, model, variant })
+const ds = (model: string, variant = 'base') => ({ connectionPk: conn, model, variant })
 const save = (model: string, records: unknown[], variant = 'base') =>
   batchSave(t.db.kysely, t.sealer, ds(model, variant), records)
 const recs = (ids: string[], fields: Record<string, unknown> = {}) => ids.map((id) => ({ id, ...fields }))
@@ -56,10 +56,10 @@ async function pageAll(query: string, fetchPage = page): Promise<Page[]> {
 /** Pins a record's timestamps so times and order can be asserted exactly. */
 async function setTimes(model: string, id: string, modified: string, firstSeen = modified) {
   await sql`UPDATE records SET last_modified_at = ${modified}::timestamptz, first_seen_at = ${firstSeen}::timestamptz
-            WHERE connection_id = ${conn} AND model = ${model} AND external_id = ${id}`.execute(t.db.kysely)
+            WHERE connection_pk = ${conn} AND model = ${model} AND external_id = ${id}`.execute(t.db.kysely)
 }
 async function internalId(model: string, id: string) {
-  const { rows } = await sql<{ id: string }>`SELECT id::text FROM records WHERE connection_id = ${conn}
+  const { rows } = await sql<{ id: string }>`SELECT id::text FROM records WHERE connection_pk = ${conn}
     AND model = ${model} AND external_id = ${id}`.execute(t.db.kysely)
   return rows[0]!.id
 }
@@ -312,7 +312,7 @@ describe('byte budget (SYNCSTORE_MAX_PAGE_BYTES=5000)', () => {
     small = await startTestApp({ env: { SYNCSTORE_MAX_PAGE_BYTES: String(BUDGET) } })
     const input = { providerConfigKey: PCK, connectionId: 'c1' }
     const { connection } = await upsertConnection(small.db.kysely, small.sealer, small.envIds.dev, input)
-    const dataset = (model: string) => ({ connectionId: connection.id, model, variant: 'base' })
+    const dataset = (model: string) => ({ connectionPk: connection.id, model, variant: 'base' })
     const big = ids.map((id) => ({ id, pad: 'é'.repeat(id === 'b06' ? 4500 : 1000) }))
     await batchSave(small.db.kysely, small.sealer, dataset('Big'), big)
     // Stored JSON of exactly 2100 bytes: two records use the budget to the byte (2 × (2100 + 400)).

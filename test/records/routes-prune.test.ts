@@ -23,7 +23,7 @@ let t: TestApp
 let nango: Nango
 let conn: number
 
-const ds = (model: string, variant = 'base') => ({ connectionId: conn, model, variant })
+const ds = (model: string, variant = 'base') => ({ connectionPk: conn, model, variant })
 /** Saves `n` records `<prefix>0..` with a payload, each in its own batch unless `oneBatch`. */
 async function seed(model: string, n: number, options: { variant?: string; oneBatch?: boolean } = {}) {
   const records = Array.from({ length: n }, (_, i) => ({ id: `${model}-${i}`, payload: `data ${i}` }))

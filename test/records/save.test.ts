@@ -49,7 +49,7 @@ async function newDataset() {
     providerConfigKey: 'crm',
     connectionId,
   })
-  const ds: Dataset = { connectionId: connection.id, model: MODEL, variant: BASE_VARIANT }
+  const ds: Dataset = { connectionPk: connection.id, model: MODEL, variant: BASE_VARIANT }
   const get = async () => {
     const target = {
       environmentId: envId,
@@ -80,7 +80,7 @@ async function rows(ds: Dataset) {
   }>`
     SELECT external_id, payload, payload_hash, first_seen_at::text, last_modified_at::text, deleted_at::text,
            pruned_at::text
-    FROM records WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    FROM records WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
     ORDER BY external_id`.execute(db())
   return rows
 }
@@ -90,7 +90,7 @@ const row = async (ds: Dataset, id: string) => (await rows(ds)).find((r) => r.ex
 async function expectExactCount(ds: Dataset, expected: number) {
   const { rows: live } = await sql<{ n: string }>`
     SELECT count(*) AS n FROM records
-    WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
       AND deleted_at IS NULL`.execute(db())
   expect(Number(live[0]!.n)).toBe(expected)
   expect(await recordCount(db(), ds)).toBe(expected)

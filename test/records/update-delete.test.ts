@@ -40,7 +40,7 @@ async function newDataset(variant = BASE_VARIANT, model = 'Ticket'): Promise<Dat
     providerConfigKey: 'desk',
     connectionId,
   })
-  return { connectionId: connection.id, model, variant }
+  return { connectionPk: connection.id, model, variant }
 }
 
 interface Row {
@@ -55,7 +55,7 @@ interface Row {
 async function rows(ds: Dataset): Promise<Row[]> {
   const { rows } = await sql<Omit<Row, 'data'> & { payload: string | null }>`
     SELECT external_id, payload, first_seen_at::text, last_modified_at::text, deleted_at::text, pruned_at::text
-    FROM records WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    FROM records WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
     ORDER BY external_id`.execute(db())
   return rows.map(({ payload, ...r }) => ({ ...r, data: payload === null ? null : JSON.parse(payload) }))
 }
@@ -65,7 +65,7 @@ const row = async (ds: Dataset, id: string) => (await rows(ds)).find((r) => r.ex
 async function expectExactCount(ds: Dataset, expected: number) {
   const { rows: live } = await sql<{ n: string }>`
     SELECT count(*) AS n FROM records
-    WHERE connection_id = ${ds.connectionId} AND model = ${ds.model} AND variant = ${ds.variant}
+    WHERE connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}
       AND deleted_at IS NULL`.execute(db())
   expect(Number(live[0]!.n)).toBe(expected)
   expect(await recordCount(db(), ds)).toBe(expected)

@@ -48,7 +48,7 @@ export async function syncId(
   return waitFor(`sync ${pck}/${connectionId}/${name}::${variant}`, async () => {
     const row = await t.database.db.kysely
       .selectFrom('syncs as s')
-      .innerJoin('connections as c', 'c.id', 's.connection_id')
+      .innerJoin('connections as c', 'c.id', 's.connection_pk')
       .select('s.id')
       .where('c.environment_id', '=', t.envId)
       .where('c.provider_config_key', '=', pck)

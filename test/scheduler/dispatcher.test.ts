@@ -237,8 +237,8 @@ it('an accepted success is recorded with its effects in one transaction: last sy
     await db
       .insertInto('datasets')
       .values([
-        { connection_id: sync.connectionId, model: 'Thing', variant: 'base' },
-        { connection_id: sync.connectionId, model: 'Other', variant: 'base' },
+        { connection_pk: sync.connectionPk, model: 'Thing', variant: 'base' },
+        { connection_pk: sync.connectionPk, model: 'Other', variant: 'base' },
       ])
       .onConflict((oc) => oc.doNothing())
       .execute()
@@ -256,7 +256,7 @@ it('an accepted success is recorded with its effects in one transaction: last sy
     const datasets = await db
       .selectFrom('datasets')
       .select(['model', 'last_sync_at'])
-      .where('connection_id', '=', sync.connectionId)
+      .where('connection_pk', '=', sync.connectionPk)
       .orderBy('model')
       .execute()
     expect(datasets.map((d) => [d.model, d.last_sync_at?.getTime()])).toEqual([

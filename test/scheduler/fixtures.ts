@@ -10,16 +10,16 @@ import { insertSync } from '../../src/syncs/store.ts'
 /** A connection with one sync and its schedule, made with the stores (no HTTP, no definitions). */
 export interface SyncFixture {
   syncId: string
-  connectionId: number
+  connectionPk: number
 }
 
-let connectionId: number | undefined
+let connectionPk: number | undefined
 
 export async function createSyncFixture(
   db: Queryable,
   options: { state?: 'STARTED' | 'PAUSED'; frequencyMs?: number } = {},
 ): Promise<SyncFixture> {
-  if (connectionId === undefined) {
+  if (connectionPk === undefined) {
     const env = await ensureEnvironment(db, 'dev')
     const row = await db
       .insertInto('connections')
@@ -35,16 +35,16 @@ export async function createSyncFixture(
       })
       .returning('id')
       .executeTakeFirstOrThrow()
-    connectionId = row.id
+    connectionPk = row.id
   }
-  const syncId = await insertSync(db, connectionId, `sync-${randomUUID().slice(0, 8)}`, 'base')
+  const syncId = await insertSync(db, connectionPk, `sync-${randomUUID().slice(0, 8)}`, 'base')
   await createSchedule(db, {
     syncId,
-    connectionId,
+    connectionPk,
     frequencyMs: options.frequencyMs ?? 60_000,
     state: options.state ?? 'STARTED',
   })
-  return { syncId, connectionId }
+  return { syncId, connectionPk }
 }
 
 export async function runRows(db: Queryable, syncId: string) {

@@ -112,7 +112,7 @@ const trigger = (server: ServerProcess, pck: string, sync: string, conn: string)
 async function runs(pck: string, conn?: string): Promise<(RunRow & Times)[]> {
   const { rows } = await pool.query<RunRow & Times>(
     `SELECT r.id::int AS id, r.state, r.owner, r.lease, r.error, r.started_at, r.ended_at, c.connection_id AS conn
-     FROM runs r JOIN syncs s ON s.id = r.sync_id JOIN connections c ON c.id = s.connection_id
+     FROM runs r JOIN syncs s ON s.id = r.sync_id JOIN connections c ON c.id = s.connection_pk
      WHERE c.provider_config_key = $1 AND ($2::text IS NULL OR c.connection_id = $2) ORDER BY r.id`,
     [pck, conn ?? null],
   )

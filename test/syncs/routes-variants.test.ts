@@ -40,7 +40,7 @@ afterAll(() => t?.close())
 
 const contacts = (connection: string, variant = 'base'): SyncRef => ({
   pck: 'crm',
-  connection,
+  connectionId: connection,
   name: 'contacts',
   variant,
 })

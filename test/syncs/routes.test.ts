@@ -61,11 +61,11 @@ afterAll(async () => {
 type Sync = SyncRef
 const contacts = (connection: string, variant = 'base'): Sync => ({
   pck: 'crm',
-  connection,
+  connectionId: connection,
   name: 'contacts',
   variant,
 })
-const manual = (connection: string): Sync => ({ pck: 'crm', connection, name: 'manual' })
+const manual = (connection: string): Sync => ({ pck: 'crm', connectionId: connection, name: 'manual' })
 const db = () => t.database.db.kysely
 
 const createConnection = async (connection: string) =>

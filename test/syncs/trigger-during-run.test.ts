@@ -55,7 +55,7 @@ afterAll(async () => {
   await rm(gate, { recursive: true, force: true })
 })
 
-const slow = (connection: string) => ({ pck: 'crm', connection, name: 'slow' })
+const slow = (connection: string) => ({ pck: 'crm', connectionId: connection, name: 'slow' })
 /** What each run of the connection saw when it started, in order. */
 async function seen(
   connection: string,

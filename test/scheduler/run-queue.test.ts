@@ -2,15 +2,18 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Queryable } from '../../src/db/database.ts'
-import { expireRuns, heartbeat } from '../../src/runs/lease.ts'
-import { finishRun, RUN_TRANSITIONS, runStatesLeadingTo } from '../../src/runs/states.ts'
+import { finishRun } from '../../src/runs/states.ts'
 import { claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
 import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
 import { SCHEDULE_TRANSITIONS, scheduleStatesLeadingTo } from '../../src/scheduler/states.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
 import { backdateSchedule, createSyncFixture, gridPosition, runRows, scheduleRow } from './fixtures.ts'
 
-/** The scheduler's tables and their compare-and-set transitions, straight on the stores (no HTTP). */
+/**
+ * The scheduler's tables and their compare-and-set transitions, straight on the stores (no HTTP):
+ * asking for runs, claiming them, and schedules turning into runs. A claimed run's own life is
+ * test/runs/lease.test.ts.
+ */
 
 let database: TestDatabase
 let db: TestDatabase['db']['kysely']
@@ -20,7 +23,6 @@ beforeAll(async () => {
 })
 afterAll(() => database.destroy())
 
-const LIMITS = { heartbeatTimeoutMs: 60_000, maxRunMs: 3_600_000 }
 /** A sync with one claimed (STARTED) run; the schedule is paused so nothing else comes due. */
 async function startedRun() {
   const sync = await createSyncFixture(db, { state: 'PAUSED' })
@@ -31,22 +33,7 @@ async function startedRun() {
   return { sync, run: run! }
 }
 
-describe('transition tables', () => {
-  it('runs: CREATED -> STARTED -> a final state, CREATED -> CANCELLED | EXPIRED; final states are final', () => {
-    expect(RUN_TRANSITIONS).toEqual({
-      CREATED: ['STARTED', 'CANCELLED', 'EXPIRED'],
-      STARTED: ['SUCCEEDED', 'FAILED', 'CANCELLED', 'EXPIRED'],
-      SUCCEEDED: [],
-      FAILED: [],
-      CANCELLED: [],
-      EXPIRED: [],
-    })
-    expect(runStatesLeadingTo('STARTED')).toEqual(['CREATED'])
-    expect(runStatesLeadingTo('SUCCEEDED')).toEqual(['STARTED'])
-    expect(runStatesLeadingTo('CANCELLED')).toEqual(['CREATED', 'STARTED'])
-    expect(runStatesLeadingTo('CREATED')).toEqual([])
-  })
-
+describe('transition table', () => {
   it('schedules: STARTED <-> PAUSED, either -> DELETED, and back when the definition reappears', () => {
     expect(SCHEDULE_TRANSITIONS.STARTED).toEqual(['PAUSED', 'DELETED'])
     expect(SCHEDULE_TRANSITIONS.PAUSED).toEqual(['STARTED', 'DELETED'])
@@ -56,7 +43,7 @@ describe('transition tables', () => {
   })
 })
 
-describe('runs', () => {
+describe('run queue', () => {
   it('requestRun twice makes one waiting run whose reset and emptyCache are OR-ed', async () => {
     const sync = await createSyncFixture(db, { state: 'PAUSED' })
     const first = await requestRun(db, { ...sync, reason: 'trigger', reset: true })
@@ -81,71 +68,11 @@ describe('runs', () => {
     expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).toContain(followUp)
   })
 
-  it('finishRun with a wrong lease, or twice, returns false and changes nothing', async () => {
-    const { sync, run } = await startedRun()
-    const wrong = { id: run.id, lease: '00000000-0000-4000-8000-000000000000' }
-    expect(await finishRun(db, wrong, { state: 'FAILED', error: 'late' })).toBe(false)
-    expect((await runRows(db, sync.syncId))[0]).toMatchObject({
-      state: 'STARTED',
-      error: null,
-      ended_at: null,
-    })
-
-    const result = { Contact: { added: 2, updated: 0, deleted: 0 } }
-    expect(await finishRun(db, run, { state: 'SUCCEEDED', result })).toBe(true)
-    expect(await finishRun(db, run, { state: 'FAILED', error: 'again' })).toBe(false)
-    expect((await runRows(db, sync.syncId))[0]).toMatchObject({ state: 'SUCCEEDED', result, error: null })
-  })
-
-  it('heartbeat renews only runs still held by that lease', async () => {
-    const a = await startedRun()
-    const b = await startedRun()
-    const c = await startedRun()
-    await finishRun(db, c.run, { state: 'SUCCEEDED' })
-    await sql`UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = ${a.run.id}`.execute(db)
-    const held = await heartbeat(db, [
-      { id: a.run.id, lease: a.run.lease },
-      { id: b.run.id, lease: a.run.lease }, // someone else's lease
-      { id: c.run.id, lease: c.run.lease }, // finished
-      { id: 987654321, lease: a.run.lease }, // no such run
-    ])
-    expect([...held]).toEqual([a.run.id])
-    const [row] = await runRows(db, a.sync.syncId)
-    expect(Date.now() - row!.heartbeat_at!.getTime()).toBeLessThan(60_000)
-  })
-
-  it('expireRuns expires runs without a recent heartbeat or past the time limit, and leaves fresh ones', async () => {
-    const stale = await startedRun()
-    const long = await startedRun()
-    const fresh = await startedRun()
-    await sql`UPDATE runs SET heartbeat_at = now() - interval '10 minutes' WHERE id = ${stale.run.id}`.execute(
-      db,
-    )
-    await sql`UPDATE runs SET started_at = now() - interval '2 hours' WHERE id = ${long.run.id}`.execute(db)
-    const expired = await expireRuns(db, LIMITS)
-    expect(expired.map((r) => r.id).sort()).toEqual([stale.run.id, long.run.id].sort())
-    const [staleRow] = await runRows(db, stale.sync.syncId)
-    expect(staleRow).toMatchObject({ state: 'EXPIRED', error: expect.stringContaining('no heartbeat') })
-    expect((await runRows(db, long.sync.syncId))[0]!.error).toContain('ran longer than')
-    expect((await runRows(db, fresh.sync.syncId))[0]!.state).toBe('STARTED')
-
-    // The expired run's worker comes back: its report and heartbeat are refused.
-    expect(
-      await finishRun(db, stale.run, {
-        state: 'SUCCEEDED',
-        result: { X: { added: 1, updated: 0, deleted: 0 } },
-      }),
-    ).toBe(false)
-    expect([...(await heartbeat(db, [stale.run]))]).toEqual([])
-    expect((await runRows(db, stale.sync.syncId))[0]).toMatchObject({ state: 'EXPIRED', result: null })
-    expect(await expireRuns(db, LIMITS)).toEqual([])
-  })
-
   it('the database allows one executing and one waiting run per sync', async () => {
     const { sync } = await startedRun()
     await requestRun(db, { ...sync, reason: 'trigger' })
     const insert = (state: 'STARTED' | 'CREATED') =>
-      sql`INSERT INTO runs (sync_id, connection_id, state, reason) VALUES (${sync.syncId}, ${sync.connectionId}, ${state}, 'trigger')`.execute(
+      sql`INSERT INTO runs (sync_id, connection_pk, state, reason) VALUES (${sync.syncId}, ${sync.connectionPk}, ${state}, 'trigger')`.execute(
         db,
       )
     await expect(insert('STARTED')).rejects.toMatchObject({ code: '23505' })
