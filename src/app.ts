@@ -17,7 +17,6 @@ import { createValidatorCompiler } from './http/validation.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import { recordRoutes } from './records/routes.ts'
 import { localWakeups, type Wakeups } from './scheduler/wakeups.ts'
-import { type Definitions, emptyDefinitions } from './syncs/definitions.ts'
 import { integrationsRoute } from './syncs/integrations-route.ts'
 import { syncRoutes } from './syncs/routes.ts'
 import type { Logger } from './logger.ts'
@@ -28,12 +27,8 @@ export interface AppDeps {
   logger: Logger
   sealer: Sealer
   bootstrapKeys: readonly BootstrapKey[]
-  /** The sync definitions loaded at start-up (none for an app without syncs). */
-  definitions?: () => Definitions
   /** Wakes the workers of every instance when runs are requested. */
   wakeups?: Wakeups
-  /** After a connection is imported: give it the syncs of its integration. */
-  onConnectionSaved?: (connection: { id: number }) => Promise<void>
 }
 
 /**
@@ -92,19 +87,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swagger, openApiOptions)
   app.addSchema(StdErrorSchema)
 
-  const definitions = deps.definitions ?? emptyDefinitions
   const wakeups = deps.wakeups ?? localWakeups()
-  const providerOf = (key: string) => definitions().integrations.get(key)?.config.provider ?? key
   await app.register(metaRoutes, { db })
   await app.register(environmentRoutes, { db, sealer })
-  await app.register(connectionRoutes, { db, sealer, providerOf, onConnectionSaved: deps.onConnectionSaved })
+  await app.register(connectionRoutes, { db, sealer })
   await app.register(recordRoutes, {
     db,
     sealer,
     maxPageBytes: config.maxPageBytes,
     pageMemoryBytes: config.pageMemoryBytes,
   })
-  await app.register(syncRoutes, { db: db.kysely, sealer, definitions, wakeups })
-  await app.register(integrationsRoute, { definitions, publicUrl: config.publicUrl })
+  await app.register(syncRoutes, { db: db.kysely, sealer, wakeups })
+  await app.register(integrationsRoute, { db: db.kysely, publicUrl: config.publicUrl })
   return app
 }

@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify'
 
 import { buildApp } from './app.ts'
 import type { Config } from './config.ts'
-import { findConnectionRef, upsertConnection } from './connections/store.ts'
+import { importConnection } from './connections/service.ts'
+import { findConnectionRef } from './connections/store.ts'
 import type { Sealer } from './crypto.ts'
 import type { Db } from './db/connect.ts'
 import { ensureEnvironment } from './environments/store.ts'
@@ -14,17 +15,15 @@ import { SyncExecutor } from './runs/execute.ts'
 import { WorkerPool } from './runtime/pool.ts'
 import { Dispatcher } from './scheduler/dispatcher.ts'
 import { localWakeups, postgresWakeups, type Wakeups } from './scheduler/wakeups.ts'
-import { type Definitions, loadDefinitions } from './syncs/definitions.ts'
-import { provisionSyncs } from './syncs/provision.ts'
+import { deployAtStart } from './deployments/serve.ts'
 import { deliverDue } from './webhooks/deliver.ts'
 
 export interface Server {
   app: FastifyInstance
-  definitions: Definitions
   wakeups: Wakeups
   dispatcher: Dispatcher
-  /** Gives a connection the syncs of its integration (connections created outside the API). */
-  provision(connectionPk: number): Promise<void>
+  /** Deploys the integrations folders again (`serve --watch`) */
+  redeploy(): Promise<void>
   /**
    * Ordered and bounded: HTTP stops taking requests while the dispatcher stops taking runs (running
    * ones get `graceMs` to finish, then are released); then the background loops stop, then the workers.
@@ -44,10 +43,6 @@ export async function startServer(deps: {
   bootstrapKeys: readonly BootstrapKey[]
 }): Promise<Server> {
   const { config, db, logger, sealer } = deps
-  const definitions = await loadDefinitions(config.integrationsDirs)
-  await provisionSyncs(db.kysely, definitions)
-  if (config.exampleIntegrations) await ensureDemoConnection(db, sealer, definitions)
-
   const wakeups =
     config.database.kind === 'postgres'
       ? postgresWakeups(db.kysely, config.database.url, logger)
@@ -58,9 +53,15 @@ export async function startServer(deps: {
     idle: Math.min(2, config.runs.concurrency),
     logger,
   })
+  const redeploy = async () => {
+    await deployAtStart(db.kysely, config, logger)
+    await wakeups.notify()
+  }
+  await redeploy()
+  if (config.exampleIntegrations) await ensureDemoConnection(db, sealer)
   // Each warm worker is a V8 isolate of its own (tens of MB): keep them only when there is something to run.
-  if (definitions.integrations.size > 0) pool.warm()
-  const executor = new SyncExecutor({ db: db.kysely, sealer, pool, definitions: () => definitions })
+  if (await db.kysely.selectFrom('sync_definitions').select('name').limit(1).executeTakeFirst()) pool.warm()
+  const executor = new SyncExecutor({ db: db.kysely, sealer, pool })
   const dispatcher = new Dispatcher({
     db: db.kysely,
     wakeups,
@@ -74,10 +75,6 @@ export async function startServer(deps: {
   })
   await dispatcher.start()
 
-  const provision = async (connectionPk: number) => {
-    await provisionSyncs(db.kysely, definitions, [connectionPk])
-    await wakeups.notify()
-  }
   const loops: Loop[] = [
     startLoop({
       name: 'webhooks',
@@ -96,19 +93,13 @@ export async function startServer(deps: {
       },
     }),
   ]
-  const app = await buildApp({
-    ...deps,
-    definitions: () => definitions,
-    wakeups,
-    onConnectionSaved: (connection) => provision(connection.id),
-  })
+  const app = await buildApp({ ...deps, wakeups })
 
   return {
     app,
-    definitions,
     wakeups,
     dispatcher,
-    provision,
+    redeploy,
     async close(graceMs) {
       // New requests are refused at once and in-flight ones finish, while running syncs get the grace period.
       await Promise.all([app.close(), dispatcher.stop(graceMs)])
@@ -119,15 +110,13 @@ export async function startServer(deps: {
 }
 
 /** The bundled example's connection, so a fresh embedded install has records to page at once. */
-async function ensureDemoConnection(db: Db, sealer: Sealer, definitions: Definitions): Promise<void> {
-  if (!definitions.integrations.has('demo')) return
+async function ensureDemoConnection(db: Db, sealer: Sealer): Promise<void> {
   const dev = await ensureEnvironment(db.kysely, 'dev')
   if (await findConnectionRef(db.kysely, dev.id, 'demo', 'demo')) return
-  const { connection } = await upsertConnection(db.kysely, sealer, dev.id, {
-    providerConfigKey: 'demo',
-    connectionId: 'demo',
+  await importConnection(db.kysely, sealer, dev.id, {
+    provider_config_key: 'demo',
+    connection_id: 'demo',
     metadata: { created_by: 'syncstore serve (example integration)' },
     credentials: { type: 'NONE' },
   })
-  await provisionSyncs(db.kysely, definitions, [connection.id])
 }

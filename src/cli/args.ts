@@ -6,7 +6,10 @@ import { CommandError, UsageError } from './context.ts'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 
-/** node:util parseArgs in strict mode, with its errors turned into one-line usage errors. */
+/**
+ * node:util parseArgs in strict mode, with its errors turned into one-line usage errors.
+ * `positionals` names the expected arguments; a name ending in "?" may be left out.
+ */
 export function parse<O extends Options>(args: string[], options: O, positionals: readonly string[] = []) {
   let parsed
   try {
@@ -14,9 +17,10 @@ export function parse<O extends Options>(args: string[], options: O, positionals
   } catch (err) {
     throw new UsageError((err as Error).message.split('\n')[0])
   }
-  if (parsed.positionals.length !== positionals.length) {
+  const required = positionals.filter((p) => !p.endsWith('?')).length
+  if (parsed.positionals.length < required || parsed.positionals.length > positionals.length) {
     const expected = positionals.length
-      ? positionals.map((p) => `<${p}>`).join(' ')
+      ? positionals.map((p) => (p.endsWith('?') ? `[${p.slice(0, -1)}]` : `<${p}>`)).join(' ')
       : 'no positional arguments'
     throw new UsageError(`expected ${expected}, got ${parsed.positionals.length} argument(s)`)
   }

@@ -44,14 +44,12 @@ export async function connectionsCommand(args: string[], ctx: CliContext): Promi
       }
       await ctx.withDb(async (db) => {
         const env = await requireEnvironment(db, values.env)
-        const { onConnectionSaved } = ctx
         const { connection, created } = await importConnection(
           db.kysely,
           ctx.sealer,
           env.id,
           // Valid: checked against the same schema just above.
           body as Static<typeof PostConnectionBody>,
-          onConnectionSaved && ((c) => onConnectionSaved(c.id)),
         )
         ctx.io.err(
           `${created ? 'Created' : 'Replaced'} connection ${connection.connectionId} of integration ` +

@@ -19,8 +19,6 @@ export interface CliContext {
    * leaves migrating to `fn`, so `syncstore migrate` can report what it applied.
    */
   withDb<T>(fn: (db: Db) => Promise<T>, options?: { migrate?: boolean }): Promise<T>
-  /** Set when a running server executes the command: gives a new connection its syncs at once. */
-  onConnectionSaved?: (connectionPk: number) => Promise<void>
 }
 
 /**

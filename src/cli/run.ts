@@ -3,6 +3,7 @@ import { EmbeddedBusyError } from '../db/embedded-lock.ts'
 import { MigrationError } from '../db/migrate.ts'
 import { CONNECTIONS_USAGE, connectionsCommand } from './connections.ts'
 import { CommandError, type CliContext, UsageError } from './context.ts'
+import { DEPLOY_USAGE, DEPLOYMENTS_USAGE, deployCommand, deploymentsCommand } from './deploy.ts'
 import { ENV_VARS_USAGE, envVarsCommand } from './env-vars.ts'
 import { ENVIRONMENTS_USAGE, environmentsCommand } from './environments.ts'
 import { KEYS_USAGE, keysCommand } from './keys.ts'
@@ -15,7 +16,10 @@ export const USAGE = [
   'usage: syncstore <command> [options]',
   '',
   ...[
-    'serve                                    migrate, then serve HTTP on PORT (default 3003)',
+    'serve [--watch]                          migrate, deploy the integrations folder, serve HTTP on PORT',
+    '                                         (default 3003); --watch: redeploy when a file changes',
+    ...DEPLOY_USAGE,
+    ...DEPLOYMENTS_USAGE,
     ...MIGRATE_USAGE,
     ...KEYS_USAGE,
     ...ENV_VARS_USAGE,
@@ -34,6 +38,8 @@ type Handler = (args: string[], ctx: CliContext) => Promise<void>
 /** The commands that take their arguments and context and nothing else (serve also needs runCommand). */
 const COMMANDS = new Map<string, Handler>([
   ['migrate', migrateCommand],
+  ['deploy', deployCommand],
+  ['deployments', deploymentsCommand],
   ['keys', keysCommand],
   ['env-vars', envVarsCommand],
   ['connections', connectionsCommand],

@@ -8,9 +8,9 @@ import { migrateToLatest } from '../db/migrate.ts'
 import { issueFirstDevKey, resolveBootstrapKeys } from '../keys/bootstrap.ts'
 import { createLogger } from '../logger.ts'
 import { startServer } from '../server.ts'
-import { DefinitionError } from '../syncs/definitions.ts'
+import { watchFolders } from '../deployments/watch.ts'
 import { parse } from './args.ts'
-import { CommandError, type CliContext, type CommandRunner } from './context.ts'
+import type { CliContext, CommandRunner } from './context.ts'
 import { serveCommands, socketPathFor } from './forward.ts'
 
 /**
@@ -20,7 +20,7 @@ import { serveCommands, socketPathFor } from './forward.ts'
  * finish, close the database, release the embedded lock. A second signal exits at once.
  */
 export async function serveCommand(args: string[], ctx: CliContext, run: CommandRunner): Promise<void> {
-  parse(args, {})
+  const { values } = parse(args, { watch: { type: 'boolean', default: false } })
   const { config } = ctx
   const started = performance.now()
   const logger = createLogger(config.logLevel)
@@ -44,7 +44,6 @@ export async function serveCommand(args: string[], ctx: CliContext, run: Command
   } catch (err) {
     await db.close()
     await lock?.release()
-    if (err instanceof DefinitionError) throw new CommandError(err.message)
     throw err
   }
   const { app } = server
@@ -66,7 +65,6 @@ export async function serveCommand(args: string[], ctx: CliContext, run: Command
           cwd: request.cwd,
           io: { out: (line) => out.push(line), err: (line) => err.push(line) },
           withDb: (fn) => fn(db),
-          onConnectionSaved: (id) => server.provision(id),
         })
         return { code, out, err }
       })
@@ -81,12 +79,16 @@ export async function serveCommand(args: string[], ctx: CliContext, run: Command
   // The bound port, not config.port: with PORT=0 the system picks one.
   if (firstKey) printFirstKey(ctx, firstKey, (app.server.address() as AddressInfo).port)
 
+  // serve --watch: an edit to a sync file is deployed (and runs on its next run) within a moment.
+  const watcher = values.watch ? watchFolders(config.integrationsDirs, server.redeploy, logger) : undefined
+
   closeWithGrace(
     { delay: config.shutdownGraceMs, logger: { error: (m) => logger.error(m) } },
     async ({ signal, err }) => {
       if (err) logger.error({ err }, 'shutting down after an unexpected error')
       else logger.info({ signal }, 'shutting down')
       closing = true
+      await watcher?.close()
       await commands?.close()
       // Runs get most of the grace period; HTTP requests are short and finish meanwhile.
       await server.close(Math.max(0, config.shutdownGraceMs - 2000))

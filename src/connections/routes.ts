@@ -3,10 +3,11 @@ import { Type } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
+import { readProviders } from '../deployments/store.ts'
 import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, stringBoolValue, Success } from '../http/schemas.ts'
 import { satisfies } from '../keys/scopes.ts'
-import { connectionFull, connectionListItem, type ProviderOf, withoutRefreshTokens } from './format.ts'
+import { connectionFull, connectionListItem, withoutRefreshTokens } from './format.ts'
 import {
   ConnectionFull,
   ConnectionListItem,
@@ -23,19 +24,12 @@ import { deleteConnection, findConnection, listConnections } from './store.ts'
 export interface ConnectionRoutesOptions {
   db: Db
   sealer: Sealer
-  providerOf: ProviderOf
-  /** Called after a connection is created or overwritten (the sync layer gives it its syncs). */
-  onConnectionSaved?: (connection: {
-    id: number
-    environmentId: number
-    providerConfigKey: string
-  }) => Promise<void>
 }
 
 const READ_CREDENTIALS = 'environment:connections:read_credentials'
 
 export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions> = async (app, opts) => {
-  const { db, sealer, providerOf } = opts
+  const { db, sealer } = opts
 
   app.post(
     '/connections',
@@ -65,8 +59,8 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         sealer,
         request.principal.environmentId,
         request.body,
-        opts.onConnectionSaved,
       )
+      const providerOf = await readProviders(db.kysely, request.principal.environmentId)
       return reply.code(201).send(connectionFull(connection, providerOf, connection.credentials ?? {}, 'iso'))
     },
   )
@@ -110,6 +104,7 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         limit,
         offset: (q.page ?? 0) * limit,
       })
+      const providerOf = await readProviders(db.kysely, request.principal.environmentId)
       return { connections: rows.map((row) => connectionListItem(row, providerOf)) }
     },
   )
@@ -165,6 +160,7 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
           ? connection.credentials
           : (withoutRefreshTokens(connection.credentials) as Record<string, unknown>)
       }
+      const providerOf = await readProviders(db.kysely, request.principal.environmentId)
       return connectionFull(connection, providerOf, credentials, 'offset')
     },
   )

@@ -6,7 +6,10 @@ import type { Static } from 'typebox'
 import type { Sealer } from '../crypto.ts'
 import type { Database, Queryable } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
+import { lockForProvisioning } from '../deployments/store.ts'
 import { HttpError, notFound } from '../errors.ts'
+import { notifyRunsReady } from '../scheduler/wakeups.ts'
+import { provisionSyncs } from '../syncs/provision.ts'
 import { tagsFor } from './format.ts'
 import type { PostConnectionBody } from './schemas.ts'
 import {
@@ -21,29 +24,35 @@ import {
 } from './store.ts'
 
 /**
- * Imports a connection as POST /connections does, for the route and for `syncstore connections
- * create` alike: a generated id when none is given, OAuth credentials kept with their `raw` copy
- * (Nango's shape), tags derived from the end user, then `afterSave` (a running server gives the
- * connection its syncs there).
+ * Imports a connection as POST /connections does, for the route, `syncstore connections create`
+ * and the example alike: a generated id when none is given, OAuth credentials kept with their
+ * `raw` copy (Nango's shape), tags derived from the end user. In the same transaction the
+ * connection gets the syncs and schedules of its integration's deployed definitions, and the
+ * dispatchers of every instance are woken at commit: whichever process creates a connection, its
+ * syncs exist as soon as it does.
  */
 export async function importConnection(
   db: Kysely<Database>,
   sealer: Sealer,
   environmentId: number,
   body: Static<typeof PostConnectionBody>,
-  afterSave?: (connection: Connection) => Promise<void>,
 ): Promise<{ connection: Connection; created: boolean }> {
-  const saved = await upsertConnection(db, sealer, environmentId, {
-    providerConfigKey: body.provider_config_key,
-    connectionId: body.connection_id ?? randomUUID(),
-    metadata: body.metadata,
-    credentials: body.credentials && withRaw(body.credentials),
-    connectionConfig: body.connection_config,
-    tags: tagsFor(body.tags, body.end_user),
-    endUser: body.end_user,
+  const connectionId = body.connection_id ?? randomUUID()
+  return inTransaction(db, async (trx) => {
+    await lockForProvisioning(trx, environmentId)
+    const saved = await upsertConnection(trx, sealer, environmentId, {
+      providerConfigKey: body.provider_config_key,
+      connectionId,
+      metadata: body.metadata,
+      credentials: body.credentials && withRaw(body.credentials),
+      connectionConfig: body.connection_config,
+      tags: tagsFor(body.tags, body.end_user),
+      endUser: body.end_user,
+    })
+    const { created } = await provisionSyncs(trx, environmentId, [saved.connection.id])
+    if (created > 0) await notifyRunsReady(trx)
+    return saved
   })
-  await afterSave?.(saved.connection)
-  return saved
 }
 
 /** Nango keeps what the provider sent for OAuth credentials beside the fields it reads. */

@@ -128,6 +128,8 @@ export interface RunsTable {
   lease: string | null
   result: Jsonb<Record<string, { added: number; updated: number; deleted: number }> | null>
   error: string | null
+  /** the bundle it executed (set when it starts) */
+  bundle_hash: string | null
 }
 
 export interface CheckpointsTable {
@@ -170,6 +172,59 @@ export interface WebhookDeliveriesTable {
   delivered_at: Date | null
 }
 
+export interface IntegrationsTable {
+  environment_id: number
+  unique_key: string
+  provider: string
+  display_name: string
+  config: Jsonb<Record<string, unknown>>
+  created_at: CreatedAt
+  updated_at: UpdatedAt
+}
+
+export interface BundlesTable {
+  /** sha256 hex of `code` */
+  hash: string
+  code: string
+  created_at: CreatedAt
+}
+
+export interface DeploymentsTable {
+  /** bigint: read as a string by pg, a number by the embedded database */
+  id: Generated<string | number>
+  environment_id: number
+  deployed_by: string
+  source: string
+  summary: Jsonb<{
+    integrations: string[]
+    added: string[]
+    changed: string[]
+    removed: string[]
+    refused: { file: string; reason: string }[]
+  }>
+  created_at: CreatedAt
+}
+
+export interface SyncDefinitionsTable {
+  id: Generated<string | number>
+  environment_id: number
+  integration: string
+  name: string
+  bundle_hash: string
+  file: string
+  description: string
+  frequency: string
+  /** bigint */
+  frequency_ms: ColumnType<string | number, number, number>
+  auto_start: boolean
+  sync_type: 'full' | 'incremental'
+  track_deletes: boolean
+  models: Jsonb<Record<string, object>>
+  extra: Jsonb<Record<string, unknown>>
+  deployment_id: ColumnType<string | number, string | number, string | number>
+  deployed_at: ColumnType<Date, Date | undefined, Date>
+}
+
 export interface InstanceMarkersTable {
   name: string
   created_at: CreatedAt
@@ -191,6 +246,10 @@ export interface Database {
   run_logs: RunLogsTable
   webhook_settings: WebhookSettingsTable
   webhook_deliveries: WebhookDeliveriesTable
+  integrations: IntegrationsTable
+  bundles: BundlesTable
+  deployments: DeploymentsTable
+  sync_definitions: SyncDefinitionsTable
 }
 
 /** What stores take first: the pool or a transaction the caller owns. */

@@ -4,8 +4,9 @@ import type { Kysely } from 'kysely'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { resetDatasets } from '../records/datasets.ts'
+import { readBundle, readDefinition } from '../deployments/store.ts'
 import type { WorkerPool } from '../runtime/pool.ts'
-import type { Definitions, SyncDefinition } from '../syncs/definitions.ts'
+import type { SyncDefinition } from '../syncs/definitions.ts'
 import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
 import { clearCheckpoint } from './checkpoints.ts'
 import { compileModels, runHandlers } from './handlers.ts'
@@ -24,22 +25,28 @@ export interface ExecutorDeps {
   db: Kysely<Database>
   sealer: Sealer
   pool: WorkerPool
-  definitions: () => Definitions
 }
 
+/** Compiled model validators are kept for this many bundles (a bundle's models never change). */
+const VALIDATOR_CACHE = 256
+
 /**
- * Executes a claimed run: prepares it (reset, empty cache), runs the sync function in a worker
- * thread with this run's handlers answering its `nango` calls, and reports the outcome. A failed
- * run keeps every batch it committed.
+ * Executes a claimed run: reads the sync's newest deployed definition, prepares the run (reset,
+ * empty cache), runs the deployed bundle in a worker thread with this run's handlers answering its
+ * `nango` calls, and reports the outcome. The run finishes on the bundle it started with, whatever
+ * is deployed meanwhile. A failed run keeps every batch it committed.
  */
 export class SyncExecutor implements RunExecutor {
-  private readonly validators = new WeakMap<SyncDefinition, Map<string, ValidateFunction>>()
+  private readonly validators = new Map<string, Map<string, ValidateFunction>>()
 
   constructor(private readonly d: ExecutorDeps) {}
 
   private validatorsOf(definition: SyncDefinition): Map<string, ValidateFunction> {
-    let compiled = this.validators.get(definition)
-    if (!compiled) this.validators.set(definition, (compiled = compileModels(definition)))
+    let compiled = this.validators.get(definition.bundleHash)
+    if (!compiled) {
+      if (this.validators.size >= VALIDATOR_CACHE) this.validators.clear()
+      this.validators.set(definition.bundleHash, (compiled = compileModels(definition)))
+    }
     return compiled
   }
 
@@ -47,11 +54,14 @@ export class SyncExecutor implements RunExecutor {
     const { db } = this.d
     const sync = await findSyncById(db, run.syncId)
     if (!sync) return { state: 'CANCELLED', error: 'The sync no longer exists' }
-    const definitions = this.d.definitions()
-    const definition = definitions.find(sync.providerConfigKey, sync.name)
-    if (!definition) {
-      return { state: 'FAILED', error: `No definition for sync ${sync.name} of ${sync.providerConfigKey}` }
+    const deployed = await readDefinition(db, sync.environmentId, sync.providerConfigKey, sync.name)
+    if (!deployed) {
+      return {
+        state: 'FAILED',
+        error: `No deployed definition for sync ${sync.name} of ${sync.providerConfigKey}`,
+      }
     }
+    const { definition } = deployed
     const models = Object.keys(definition.models)
     // Every model is in the result, changed or not: completeRun marks each one's dataset synced.
     const counts: ModelCounts = Object.fromEntries(
@@ -63,7 +73,7 @@ export class SyncExecutor implements RunExecutor {
       run,
       sync,
       definition,
-      integration: definitions.integrations.get(sync.providerConfigKey)?.config ?? {},
+      integration: deployed.integration,
       validators: this.validatorsOf(definition),
       counts,
       guard: (trx) => assertHoldsRun(trx, run),
@@ -79,15 +89,23 @@ export class SyncExecutor implements RunExecutor {
     }
     const lastSyncDate = run.reset ? null : sync.lastSyncDate
     const type = definition.syncType === 'incremental' && lastSyncDate ? 'incremental' : 'full'
-    await setRunType(db, run.id, type)
+    await setRunType(db, run.id, type, definition.bundleHash)
 
     try {
       // The deprecated trackDeletes flag: every model's records not saved by this run are deleted at its end.
       if (definition.trackDeletes) {
         for (const model of models) await handlers.trackDeletesStart(model)
       }
+      const hash = definition.bundleHash
       await this.d.pool.run(
-        definition.file,
+        {
+          hash,
+          code: async () => {
+            const code = await readBundle(db, hash)
+            if (code === undefined) throw new Error(`The bundle ${hash} of sync ${sync.name} is missing`)
+            return code
+          },
+        },
         {
           runId: run.id,
           syncName: sync.name,

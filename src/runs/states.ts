@@ -72,7 +72,12 @@ export async function cancelRuns(
   return Number(result.numUpdatedRows)
 }
 
-/** Records the type a run was decided to be (full / incremental) once it starts; webhooks report it. */
-export async function setRunType(db: Queryable, id: number, type: 'full' | 'incremental'): Promise<void> {
-  await db.updateTable('runs').set({ type }).where('id', '=', id).execute()
+/** Records, once a run starts, its type (full / incremental; webhooks report it) and the bundle it runs. */
+export async function setRunType(
+  db: Queryable,
+  id: number,
+  type: 'full' | 'incremental',
+  bundleHash: string,
+): Promise<void> {
+  await db.updateTable('runs').set({ type, bundle_hash: bundleHash }).where('id', '=', id).execute()
 }

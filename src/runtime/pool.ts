@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import type { Logger } from '../logger.ts'
@@ -21,7 +24,18 @@ export interface PoolOptions {
 interface PooledWorker {
   worker: Worker
   ready: Promise<void>
+  /** bundles this worker has imported (Node keeps each module for the worker's life) */
+  modules: Set<string>
 }
+
+/** A deployed bundle: its hash, and how to get its code when no worker has run it yet. */
+export interface BundleRef {
+  hash: string
+  code: () => Promise<string>
+}
+
+/** A worker that has imported this many bundles is replaced after its run, to free them. */
+const MODULES_PER_WORKER = 64
 
 const ENTRY = new URL('./worker-entry.js', import.meta.url)
 const TASK = new URL('./sync.worker.ts', import.meta.url).href
@@ -34,6 +48,9 @@ const TASK = new URL('./sync.worker.ts', import.meta.url).href
 export class WorkerPool {
   private readonly idle: PooledWorker[] = []
   private closed = false
+  /** Bundles written to disk for workers to import, by hash: `<dir>/<hash>.mjs` */
+  private bundleDir: Promise<string> | undefined
+  private readonly written = new Map<string, Promise<string>>()
 
   constructor(private readonly o: PoolOptions) {}
 
@@ -67,15 +84,33 @@ export class WorkerPool {
       )
     })
     ready.catch(() => undefined)
-    return { worker, ready }
+    return { worker, ready, modules: new Set() }
+  }
+
+  /** The bundle as a file a worker can import; written once per hash and process. */
+  private bundleFile(bundle: BundleRef): Promise<string> {
+    let file = this.written.get(bundle.hash)
+    if (!file) {
+      this.bundleDir ??= mkdtemp(path.join(os.tmpdir(), 'syncstore-bundles-'))
+      file = (async () => {
+        const target = path.join(await this.bundleDir!, `${bundle.hash}.mjs`)
+        await writeFile(target, await bundle.code())
+        return target
+      })()
+      // A failed read is not remembered: the next run tries again.
+      file.catch(() => this.written.delete(bundle.hash))
+      this.written.set(bundle.hash, file)
+    }
+    return file
   }
 
   /**
-   * Runs the function in `file` and resolves when it completes. Calls it makes on `nango` go to
+   * Runs the sync function of `bundle` and resolves when it completes. Calls it makes on `nango` go to
    * `handlers`. Rejects with RunFailure when it throws, overruns, runs out of memory, or `signal` aborts.
    */
-  async run(file: string, run: RunInfo, handlers: NangoHandlers, signal: AbortSignal): Promise<void> {
+  async run(bundle: BundleRef, run: RunInfo, handlers: NangoHandlers, signal: AbortSignal): Promise<void> {
     if (this.closed) throw new RunFailure('The server is shutting down')
+    const file = await this.bundleFile(bundle)
     const pooled = this.idle.pop() ?? this.spawn()
     await pooled.ready
     const { worker } = pooled
@@ -142,7 +177,8 @@ export class WorkerPool {
         worker.postMessage({ type: 'run', run, file } satisfies ToWorker)
       })
     } finally {
-      if (reusable && !this.closed) {
+      pooled.modules.add(bundle.hash)
+      if (reusable && !this.closed && pooled.modules.size < MODULES_PER_WORKER) {
         worker.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
         this.idle.push(pooled)
       } else {
@@ -156,5 +192,6 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.closed = true
     await Promise.all(this.idle.splice(0).map((p) => p.worker.terminate()))
+    if (this.bundleDir) await rm(await this.bundleDir, { recursive: true, force: true })
   }
 }

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { type Kysely, sql } from 'kysely'
 import pg from 'pg'
 
-import type { Database } from '../db/database.ts'
+import type { Database, Queryable } from '../db/database.ts'
 import type { Logger } from '../logger.ts'
 
 /**
@@ -21,6 +21,15 @@ export interface Wakeups {
 }
 
 const CHANNEL = 'syncstore_runs'
+
+/**
+ * Wakes the dispatchers of every instance on Postgres when the transaction that made runs ready
+ * commits, whichever process (a server, the CLI) wrote it. On the embedded database workers see
+ * the runs at their next poll.
+ */
+export async function notifyRunsReady(trx: Queryable): Promise<void> {
+  await sql`SELECT pg_notify(${CHANNEL}, '')`.execute(trx)
+}
 
 export function localWakeups(): Wakeups {
   const events = new EventEmitter()

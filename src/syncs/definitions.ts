@@ -1,21 +1,19 @@
-import { readdir, readFile, stat } from 'node:fs/promises'
-import path from 'node:path'
-import { Worker } from 'node:worker_threads'
-
-import { Ajv } from 'ajv'
+import type { Ajv } from 'ajv'
 import { Type } from 'typebox'
 
-import { validateJson } from '../validation.ts'
 import { parseFrequency } from '../scheduler/frequency.ts'
+import { validateJson } from '../validation.ts'
 
 /**
- * Sync definitions live in files: `<integrations dir>/<provider_config_key>/syncs/<name>.{ts,js,mjs}`,
- * each default-exporting createSync({...}) or a plain object. An optional
- * `<provider_config_key>/integration.json` describes the external API (see IntegrationConfig).
+ * What a sync is: a file `<folder>/<provider_config_key>/syncs/<name>.{ts,js,mjs}` default-exporting
+ * createSync({...}) or a plain object, deployed to an environment (src/deployments/) and read back
+ * from the database by every instance. An optional `<provider_config_key>/integration.json`
+ * describes the external API (see IntegrationConfig).
  */
 export interface SyncDefinition {
   integration: string
   name: string
+  /** the file it was deployed from, relative to the deployed folder */
   file: string
   description: string
   /** as written, e.g. "every hour" */
@@ -26,6 +24,11 @@ export interface SyncDefinition {
   autoStart: boolean
   syncType: 'full' | 'incremental'
   trackDeletes: boolean
+  /** sha256 of the bundled module that runs */
+  bundleHash: string
+  /** fields kept and shown, not used (Nango's version, endpoints, scopes...) */
+  extra: Record<string, unknown>
+  deployedAt: Date
 }
 
 const IntegrationConfigSchema = Type.Object(
@@ -59,170 +62,61 @@ export interface IntegrationConfig {
 
 export interface Integration {
   key: string
+  provider: string
+  displayName: string
   config: IntegrationConfig
   syncs: SyncDefinition[]
-  /** when the folder was created, for GET /integrations */
   createdAt: Date
   updatedAt: Date
 }
 
+/** An environment's deployed integrations and syncs, as one request or run sees them. */
 export interface Definitions {
   integrations: Map<string, Integration>
   find(integration: string, name: string): SyncDefinition | undefined
 }
 
-export class DefinitionError extends Error {
-  constructor(readonly problems: readonly string[]) {
-    super(`Invalid sync definitions:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
-    this.name = 'DefinitionError'
-  }
-}
-
-export interface DefinitionFile {
-  integration: string
-  name: string
-  file: string
-}
-
-/** What the loader worker sends back for one file. */
-export type RawDefinition = DefinitionFile &
-  (
-    | { error: string; definition?: undefined }
-    | { error?: undefined; definition: Record<string, unknown> & { hasExec: boolean } }
-  )
-
-const INTEGRATION_KEY = /^[a-zA-Z0-9~:.@ _-]{1,255}$/
-const SYNC_NAME = /^[a-zA-Z0-9_-]{1,255}$/
-const MODEL_NAME = /^[A-Z][a-zA-Z0-9_]+$/
-const EXTENSIONS = ['.ts', '.js', '.mjs']
-
-export function emptyDefinitions(): Definitions {
-  return buildDefinitions(new Map())
-}
-
-function buildDefinitions(integrations: Map<string, Integration>): Definitions {
+export function definitionsOf(integrations: Map<string, Integration>): Definitions {
   return {
     integrations,
     find: (integration, name) => integrations.get(integration)?.syncs.find((s) => s.name === name),
   }
 }
 
+export const INTEGRATION_KEY = /^[a-zA-Z0-9~:.@ _-]{1,255}$/
+export const SYNC_NAME = /^[a-zA-Z0-9_-]{1,255}$/
+const MODEL_NAME = /^[A-Z][a-zA-Z0-9_]+$/
+
+/** The first problem of an integration.json, or undefined when it is valid. */
+export function integrationConfigProblem(config: unknown): string | undefined {
+  const issue = validateJson(IntegrationConfigSchema, config)[0]
+  return issue && `${issue.path.join('.') || '(root)'}: ${issue.message}`
+}
+
+/** What loading a bundle in a worker tells about it: everything but `exec`, which stays in the bundle. */
+export interface LoadedDefinition {
+  description?: unknown
+  frequency?: unknown
+  models?: unknown
+  autoStart?: unknown
+  syncType?: unknown
+  trackDeletes?: unknown
+  hasExec: boolean
+}
+
+export type CheckedDefinition = Omit<SyncDefinition, 'bundleHash' | 'deployedAt' | 'extra' | 'file'>
+
 /**
- * Reads every definition under the given folders (a missing folder means none); throws
- * DefinitionError naming each bad file and what is wrong with it.
+ * Checks what a definition file exported; returns the definition, or the problems (each a
+ * sentence a user can act on).
  */
-export async function loadDefinitions(dirs: readonly string[]): Promise<Definitions> {
+export function checkDefinition(
+  where: { integration: string; name: string },
+  d: LoadedDefinition,
+  schemaChecker: Ajv,
+): { definition: CheckedDefinition; problems?: undefined } | { problems: string[] } {
   const problems: string[] = []
-  const integrations = new Map<string, Integration>()
-  const files: DefinitionFile[] = []
-  for (const dir of dirs) {
-    let entries: string[] = []
-    try {
-      entries = (await readdir(dir, { withFileTypes: true }))
-        .filter((e) => e.isDirectory())
-        .map((e) => e.name)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    }
-    for (const key of entries.sort()) {
-      if (key.startsWith('.') || key === 'node_modules') continue
-      const folder = path.join(dir, key)
-      if (!INTEGRATION_KEY.test(key)) {
-        problems.push(`${folder}: "${key}" is not a valid provider config key`)
-        continue
-      }
-      if (integrations.has(key)) {
-        problems.push(`${folder}: integration "${key}" is defined in two integration folders`)
-        continue
-      }
-      const info = await stat(folder)
-      integrations.set(key, {
-        key,
-        config: await readIntegrationConfig(folder, problems),
-        syncs: [],
-        createdAt: info.birthtime.getTime() > 0 ? info.birthtime : info.mtime,
-        updatedAt: info.mtime,
-      })
-      files.push(...(await syncFiles(folder, key, problems)))
-    }
-  }
-  const schemas = new Ajv({ strict: false })
-  for (const raw of await importInWorker(files)) {
-    const def = validate(raw, problems, schemas)
-    if (def) integrations.get(def.integration)!.syncs.push(def)
-  }
-  if (problems.length > 0) throw new DefinitionError(problems)
-  return buildDefinitions(integrations)
-}
-
-async function readIntegrationConfig(folder: string, problems: string[]): Promise<IntegrationConfig> {
-  const file = path.join(folder, 'integration.json')
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch {
-    return {}
-  }
-  try {
-    const config = JSON.parse(text) as unknown
-    const issues = validateJson(IntegrationConfigSchema, config)
-    if (issues[0]) problems.push(`${file}: ${issues[0].path.join('.') || '(root)'}: ${issues[0].message}`)
-    return config as IntegrationConfig
-  } catch (err) {
-    problems.push(`${file}: not valid JSON: ${(err as Error).message}`)
-    return {}
-  }
-}
-
-async function syncFiles(folder: string, integration: string, problems: string[]): Promise<DefinitionFile[]> {
-  let names: string[]
-  try {
-    names = await readdir(path.join(folder, 'syncs'))
-  } catch {
-    return []
-  }
-  const byName = new Map<string, string>()
-  for (const entry of names.sort()) {
-    const ext = path.extname(entry)
-    if (!EXTENSIONS.includes(ext) || entry.endsWith('.d.ts')) continue
-    const file = path.join(folder, 'syncs', entry)
-    const name = path.basename(entry, ext)
-    if (!SYNC_NAME.test(name)) {
-      problems.push(`${file}: sync name "${name}" may only use letters, digits, "_" and "-"`)
-    } else if (byName.has(name)) {
-      problems.push(`${file}: sync "${name}" is also defined in ${byName.get(name)}`)
-    } else {
-      byName.set(name, file)
-    }
-  }
-  return [...byName].map(([name, file]) => ({ integration, name, file }))
-}
-
-/** Imports the files in a worker thread, so their top-level code never runs in the server. */
-function importInWorker(files: DefinitionFile[]): Promise<RawDefinition[]> {
-  if (files.length === 0) return Promise.resolve([])
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
-      workerData: { task: new URL('./load-definitions.worker.ts', import.meta.url).href, files },
-    })
-    worker.once('message', (results: RawDefinition[]) => {
-      resolve(results)
-      void worker.terminate()
-    })
-    worker.once('error', reject)
-    worker.once('exit', (code) => reject(new Error(`definition loader exited with code ${code}`)))
-  })
-}
-
-function validate(raw: RawDefinition, problems: string[], schemaChecker: Ajv): SyncDefinition | undefined {
-  const where = raw.file
-  if (raw.error !== undefined) {
-    problems.push(`${where}: ${raw.error}`)
-    return undefined
-  }
-  const d = raw.definition
-  const before = problems.length
-  const problem = (message: string) => problems.push(`${where}: ${message}`)
+  const problem = (message: string) => problems.push(message)
   if (!d.hasExec) problem('exec must be a function: exec(nango) { ... }')
   if (typeof d.description !== 'string' || d.description.trim() === '') {
     problem('description must be a non-empty string')
@@ -259,11 +153,10 @@ function validate(raw: RawDefinition, problems: string[], schemaChecker: Ajv): S
   if (d.syncType !== undefined && d.syncType !== 'full' && d.syncType !== 'incremental') {
     problem('syncType must be "full" or "incremental"')
   }
-  if (problems.length > before) return undefined
-  return {
-    integration: raw.integration,
-    name: raw.name,
-    file: raw.file,
+  if (problems.length > 0) return { problems }
+  const definition: CheckedDefinition = {
+    integration: where.integration,
+    name: where.name,
     description: d.description as string,
     frequency: d.frequency as string,
     frequencyMs: frequency!.ms,
@@ -272,4 +165,5 @@ function validate(raw: RawDefinition, problems: string[], schemaChecker: Ajv): S
     syncType: (d.syncType as 'full' | 'incremental' | undefined) ?? 'full',
     trackDeletes: d.trackDeletes === true,
   }
+  return { definition }
 }

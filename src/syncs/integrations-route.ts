@@ -1,29 +1,32 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
+import type { Kysely } from 'kysely'
+
+import type { Database } from '../db/database.ts'
+import { readDefinitions } from '../deployments/store.ts'
 import { described, EmptyQuery, errors } from '../http/schemas.ts'
-import type { Definitions } from './definitions.ts'
 import { IntegrationItem } from './schemas.ts'
 
 /**
- * GET /integrations: the integrations found in SYNCSTORE_INTEGRATIONS_DIR, in Nango's shape
- * (`{data: [...]}`), each with its syncs listed under `syncs` (ours; Nango lists them elsewhere).
+ * GET /integrations: the environment's deployed integrations, in Nango's shape (`{data: [...]}`),
+ * each with its syncs listed under `syncs` (ours; Nango lists them elsewhere).
  */
 export const integrationsRoute: FastifyPluginAsyncTypebox<{
-  definitions: () => Definitions
+  db: Kysely<Database>
   publicUrl: string
-}> = async (app, { definitions, publicUrl }) => {
+}> = async (app, { db, publicUrl }) => {
   app.get(
     '/integrations',
     {
       config: { scope: ['environment:integrations:list', 'environment:integrations:list_credentials'] },
       schema: {
         tags: ['syncs'],
-        summary: 'List the integrations found in SYNCSTORE_INTEGRATIONS_DIR',
+        summary: "List the environment's deployed integrations",
         description:
           "Nango's shape (`{data: [...]}`), sorted by provider then unique key. Ours: each integration " +
-          'also lists its syncs under `syncs`. Integrations are files shared by every environment, so ' +
-          'every key sees the same list; there are never credentials in it.',
+          'also lists its deployed syncs under `syncs`. An environment has the integrations deployed to ' +
+          'it (`syncstore deploy`, or the folder `syncstore serve` deploys); there are never credentials in it.',
         operationId: 'listIntegrations',
         querystring: EmptyQuery,
         response: {
@@ -32,13 +35,14 @@ export const integrationsRoute: FastifyPluginAsyncTypebox<{
         },
       },
     },
-    async () => {
-      const data = [...definitions().integrations.values()].map((integration) => {
-        const provider = integration.config.provider ?? integration.key
+    async (request) => {
+      const { integrations } = await readDefinitions(db, request.principal.environmentId)
+      const data = [...integrations.values()].map((integration) => {
+        const provider = integration.provider
         return {
           unique_key: integration.key,
           provider,
-          display_name: integration.config.display_name ?? integration.key,
+          display_name: integration.displayName,
           logo: `${publicUrl}/images/template-logos/${provider}.svg`,
           forward_webhooks: true,
           created_at: integration.createdAt.toISOString(),

@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 
 import { requireConnection } from '../connections/service.ts'
 import type { Sealer } from '../crypto.ts'
+import { readDefinitions } from '../deployments/store.ts'
 import { HttpError } from '../errors.ts'
 import { described, EmptyQuery, errorResponse, errors, Success } from '../http/schemas.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
@@ -218,7 +219,9 @@ export const syncRoutes: FastifyPluginAsyncTypebox<SyncRoutesOptions> = async (a
         { environmentId, providerConfigKey: q.provider_config_key, connectionPk },
         selectors,
       )
-      return { syncs: await syncStatuses(opts.db, sealer, opts.definitions(), rows) }
+      return {
+        syncs: await syncStatuses(opts.db, sealer, await readDefinitions(opts.db, environmentId), rows),
+      }
     },
   )
 

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 
 import { requireConnection } from '../connections/service.ts'
+import { readDefinitions } from '../deployments/store.ts'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
@@ -9,12 +10,10 @@ import { cancelRuns } from '../runs/states.ts'
 import { requestRun } from '../scheduler/run-queue.ts'
 import { setScheduleState } from '../scheduler/schedules.ts'
 import type { Wakeups } from '../scheduler/wakeups.ts'
-import type { Definitions } from './definitions.ts'
 import { findSyncs, type SyncRow, type SyncSelector } from './store.ts'
 
 export interface SyncServices {
   db: Kysely<Database>
-  definitions: () => Definitions
   wakeups: Wakeups
 }
 
@@ -40,7 +39,7 @@ const noSyncs = () => new HttpError(400, 'no_syncs_found', 'No syncs found given
  * sync is checked before anything changes, so a bad name never leaves a command half applied.
  */
 export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): Promise<SyncRow[]> {
-  if (!s.definitions().integrations.has(t.providerConfigKey)) {
+  if (!(await readDefinitions(s.db, t.environmentId)).integrations.has(t.providerConfigKey)) {
     throw new HttpError(
       400,
       'unknown_provider_config',

@@ -1,4 +1,5 @@
 import { requireConnection } from '../connections/service.ts'
+import { readDefinitions } from '../deployments/store.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
 import { BASE_VARIANT } from '../records/datasets.ts'
@@ -31,7 +32,7 @@ export async function createVariant(
     throw new HttpError(400, 'invalid_variant', `Variant name "${t.variant}" is protected.`)
   }
   const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-  const definitions = s.definitions()
+  const definitions = await readDefinitions(s.db, t.environmentId)
   if (!definitions.integrations.has(t.providerConfigKey)) {
     throw new HttpError(
       400,
@@ -88,7 +89,9 @@ export async function deleteVariant(s: SyncServices, t: VariantTarget): Promise<
     throw new HttpError(400, 'invalid_variant', `Cannot delete protected variant "${t.variant}".`)
   }
   const connection = await requireConnection(s.db, t.environmentId, t.providerConfigKey, t.connectionId)
-  const models = Object.keys(s.definitions().find(t.providerConfigKey, t.name)?.models ?? {})
+  const models = Object.keys(
+    (await readDefinitions(s.db, t.environmentId)).find(t.providerConfigKey, t.name)?.models ?? {},
+  )
   await inTransaction(s.db, async (trx) => {
     const [sync] = await findSyncs(
       trx,
@@ -135,7 +138,7 @@ export async function updateFrequency(
   if (parsed) {
     effective = { ms: parsed.ms, answer: parsed.normalized }
   } else {
-    const definition = s.definitions().find(t.providerConfigKey, t.name)
+    const definition = (await readDefinitions(s.db, t.environmentId)).find(t.providerConfigKey, t.name)
     if (!definition) throw unknownSync()
     effective = { ms: definition.frequencyMs, answer: definition.frequency }
   }

@@ -5,12 +5,12 @@ import path from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { DefinitionError, loadDefinitions } from '../../src/syncs/definitions.ts'
+import { readFolders } from '../../src/deployments/folder.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, runCli, startServer } from '../helpers/process.ts'
 import { waitFor } from '../helpers/server.ts'
 
-/** Sync definition files: what loads, what is refused (naming the file and the problem), through the real binary too. */
+/** Reading a folder for a deployment: what loads, what is refused (naming the file and the problem), through the real binary too. */
 
 const dirs: string[] = []
 const databases: ProcessDatabase[] = []
@@ -50,16 +50,24 @@ function sync(overrides: Record<string, string | undefined> = {}, { plain = fals
     : `import { createSync } from 'syncstore'\nexport default createSync({\n${body}\n})\n`
 }
 
+/** "file: reason" for each refused file. */
 async function problemsOf(dir: string): Promise<string[]> {
-  const err = await loadDefinitions([dir]).then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(err).toBeInstanceOf(DefinitionError)
-  return [...(err as DefinitionError).problems]
+  const { refused } = await readFolders([dir])
+  return refused.map((r) => `${r.file}: ${r.reason}`)
 }
 
-describe('loadDefinitions', () => {
+/** A folder's syncs, as a deployment would store them. */
+async function definitionsIn(dir: string) {
+  const { integrations, refused } = await readFolders([dir])
+  expect(refused).toEqual([])
+  return {
+    integrations,
+    find: (integration: string, name: string) =>
+      integrations.get(integration)?.syncs.find((s) => s.name === name),
+  }
+}
+
+describe('readFolders', () => {
   it('loads .ts, .js and .mjs definitions, createSync or a plain object, named by file and folder', async () => {
     const dir = await folder({
       'crm/syncs/contacts.ts': sync({ autoStart: 'false', syncType: "'incremental'", trackDeletes: 'true' }),
@@ -70,7 +78,7 @@ describe('loadDefinitions', () => {
       'crm/integration.json': JSON.stringify({ base_url: 'https://api.example.com', display_name: 'CRM' }),
       'tickets/syncs/issues.ts': sync({ frequency: "'2h'" }, { plain: true }),
     })
-    const defs = await loadDefinitions([dir])
+    const defs = await definitionsIn(dir)
     expect([...defs.integrations.keys()].sort()).toEqual(['crm', 'tickets'])
     const crm = defs.integrations.get('crm')!
     expect(crm.config).toEqual({ base_url: 'https://api.example.com', display_name: 'CRM' })
@@ -78,7 +86,7 @@ describe('loadDefinitions', () => {
     expect(defs.find('crm', 'contacts')).toMatchObject({
       integration: 'crm',
       name: 'contacts',
-      file: path.join(dir, 'crm/syncs/contacts.ts'),
+      file: path.join('crm', 'syncs', 'contacts.ts'),
       description: 'A sync',
       frequency: 'every hour',
       frequencyMs: 3_600_000,
@@ -99,8 +107,8 @@ describe('loadDefinitions', () => {
   })
 
   it('a missing folder means no definitions', async () => {
-    const defs = await loadDefinitions([path.join(os.tmpdir(), `syncstore-none-${randomUUID()}`)])
-    expect(defs.integrations.size).toBe(0)
+    const folder = await readFolders([path.join(os.tmpdir(), `syncstore-none-${randomUUID()}`)])
+    expect(folder).toEqual({ integrations: new Map(), refused: [] })
   })
 
   it('reports every invalid definition at once, each with its file and its problem', async () => {
@@ -144,8 +152,8 @@ describe('loadDefinitions', () => {
       expect(line, `a problem naming ${file}`).toBeDefined()
       expect(line).toMatch(pattern)
     }
-    const err = await loadDefinitions([dir]).catch((e: Error) => e)
-    expect((err as Error).message).toContain(path.join(dir, 'a/syncs/too-often.ts'))
+    // The valid file beside them is read.
+    expect((await readFolders([dir])).integrations.get('a')!.syncs.map((s) => s.name)).toEqual(['fine'])
   })
 
   it('an invalid integration.json is reported with its file', async () => {
@@ -168,21 +176,27 @@ describe('through the real binary', { timeout: 180_000 }, () => {
     return d
   }
 
-  it('serve refuses to start on an invalid definition, naming the file and the problem', async () => {
+  it('deploy names each refused file and its problem, deploys the rest, and exits 1; --strict deploys nothing', async () => {
     const dir = await folder({
       'crm/syncs/broken.ts': sync({ frequency: "'every 10 seconds'", models: '{ contact: {} }' }),
+      'crm/syncs/fine.ts': sync(),
     })
-    const result = await runCli(['serve'], {
-      ...(await database()).env,
-      PORT: '0',
-      SYNCSTORE_INTEGRATIONS_DIR: dir,
-    })
-    expect(result.code).not.toBe(0)
-    const output = result.stdout + result.stderr
-    expect(output).toContain(path.join(dir, 'crm/syncs/broken.ts'))
-    expect(output).toContain('frequency "every 10 seconds" is not valid')
-    expect(output).toContain('model name "contact"')
-    expect(output).not.toMatch(/syncstore listening/)
+    const env = (await database()).env
+    const strict = await runCli(['deploy', dir, '--strict'], env)
+    expect(strict.code).toBe(1)
+    expect(strict.stderr).toContain('broken.ts: frequency "every 10 seconds" is not valid')
+    expect(strict.stderr).toContain('Nothing was deployed (--strict)')
+    expect((await runCli(['deployments', 'list'], env)).stdout.trim().split('\n')).toHaveLength(1)
+
+    const result = await runCli(['deploy', dir, '--env', 'dev'], env)
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('broken.ts: frequency "every 10 seconds" is not valid')
+    expect(result.stderr).toContain('model name "contact"')
+    expect(result.stdout).toMatch(/^dev: deployment \d+ \(0 unchanged\)\n {2}added {2}crm\/fine$/m)
+    const listed = await runCli(['deployments', 'list'], env)
+    expect(listed.code).toBe(0)
+    expect(listed.stdout).toMatch(/^\d+ +dev .* crm\/fine +- +- /m)
+    expect(listed.stdout).not.toMatch(/ prod /)
   })
 
   it('a definition in a folder without package.json (CommonJS) that imports syncstore loads and runs', async () => {

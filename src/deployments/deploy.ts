@@ -1,0 +1,264 @@
+import os from 'node:os'
+
+import { type Kysely, sql, type Transaction } from 'kysely'
+
+import type { Database } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
+import { type Environment, listEnvironments } from '../environments/store.ts'
+import { notifyRunsReady } from '../scheduler/wakeups.ts'
+import { provisionSyncs } from '../syncs/provision.ts'
+import { type Folder, readFolders, type Refusal } from './folder.ts'
+import { type DeploymentSummary, lockForDeployment } from './store.ts'
+
+export interface DeployOptions {
+  /** Environment names; every environment when empty or absent. */
+  environments?: readonly string[] | undefined
+  /** Refuse the whole deployment when any file is refused. */
+  strict?: boolean | undefined
+  /**
+   * Remove deployed syncs (and integrations) that the folder no longer has (default). Off, a
+   * deployment only adds and changes.
+   */
+  prune?: boolean | undefined
+  /** Who deployed, e.g. "alice@laptop" */
+  deployedBy?: string | undefined
+  /** What was deployed, e.g. the folder */
+  source: string
+}
+
+export interface DeployReport {
+  environments: (DeploymentSummary & {
+    environment: string
+    /** null when nothing changed (then no deployment is recorded) */
+    deploymentId: number | null
+    unchanged: number
+  })[]
+  refused: Refusal[]
+}
+
+export class DeployError extends Error {
+  override name = 'DeployError'
+  constructor(
+    message: string,
+    readonly refused: readonly Refusal[] = [],
+  ) {
+    super(message)
+  }
+}
+
+export const defaultDeployer = () => `${os.userInfo().username}@${os.hostname()}`
+
+/**
+ * Deploys the integrations in `dirs`: bundles and checks every sync file (outside any
+ * transaction), then writes every environment's deployment in one transaction, with the
+ * provisioning it implies: all of it or none of it.
+ */
+export async function deployFolders(
+  db: Kysely<Database>,
+  dirs: readonly string[],
+  options: DeployOptions,
+): Promise<DeployReport> {
+  const folder = await readFolders(dirs)
+  if (options.strict && folder.refused.length > 0) {
+    throw new DeployError(
+      `Nothing was deployed (--strict): ${folder.refused.length} file(s) were refused`,
+      folder.refused,
+    )
+  }
+  return deployFolder(db, folder, options)
+}
+
+async function deployFolder(
+  db: Kysely<Database>,
+  folder: Folder,
+  options: DeployOptions,
+): Promise<DeployReport> {
+  const environments = await inTransaction(db, async (trx) => {
+    const targets = await targetEnvironments(trx, options.environments)
+    const reports = []
+    for (const env of targets) reports.push(await deployTo(trx, env, folder, options))
+    // New schedules are due at once.
+    await notifyRunsReady(trx)
+    return reports
+  })
+  return { environments, refused: folder.refused }
+}
+
+async function targetEnvironments(
+  trx: Transaction<Database>,
+  names: readonly string[] | undefined,
+): Promise<Environment[]> {
+  const all = await listEnvironments(trx)
+  if (!names || names.length === 0) {
+    if (all.length === 0) throw new DeployError('There is no environment to deploy to: create one first')
+    return all
+  }
+  return names.map((name) => {
+    const env = all.find((e) => e.name === name)
+    if (!env) {
+      throw new DeployError(
+        `Unknown environment "${name}" (create it with: syncstore environments create ${name})`,
+      )
+    }
+    return env
+  })
+}
+
+async function deployTo(
+  trx: Transaction<Database>,
+  env: Environment,
+  folder: Folder,
+  options: DeployOptions,
+) {
+  await lockForDeployment(trx, env.id)
+  const deployed = await trx
+    .selectFrom('sync_definitions')
+    .select(['integration', 'name', 'bundle_hash'])
+    .where('environment_id', '=', env.id)
+    .execute()
+  const current = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d.bundle_hash]))
+  const integrations = await trx
+    .selectFrom('integrations')
+    .select(['unique_key', 'provider', 'display_name', 'config'])
+    .where('environment_id', '=', env.id)
+    .execute()
+  const settings = new Map(
+    integrations.map((i) => [i.unique_key, JSON.stringify([i.provider, i.display_name, i.config])]),
+  )
+  // Recorded only when something changes: a restart that deploys the same folder adds no history.
+  let deploymentId: string | number | undefined
+  const deployment = async () =>
+    (deploymentId ??= (
+      await trx
+        .insertInto('deployments')
+        .values({
+          environment_id: env.id,
+          deployed_by: options.deployedBy ?? defaultDeployer(),
+          source: options.source,
+          summary: JSON.stringify({}),
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+    ).id)
+  const summary: DeploymentSummary = {
+    integrations: [],
+    added: [],
+    changed: [],
+    removed: [],
+    refused: folder.refused.map(({ file, reason }) => ({ file, reason })),
+  }
+  let unchanged = 0
+
+  for (const integration of folder.integrations.values()) {
+    const wanted = JSON.stringify([integration.provider, integration.displayName, integration.config])
+    if (settings.get(integration.key) !== wanted) {
+      await deployment()
+      summary.integrations.push(integration.key)
+    }
+    await trx
+      .insertInto('integrations')
+      .values({
+        environment_id: env.id,
+        unique_key: integration.key,
+        provider: integration.provider,
+        display_name: integration.displayName,
+        config: JSON.stringify(integration.config),
+      })
+      .onConflict((oc) =>
+        oc.columns(['environment_id', 'unique_key']).doUpdateSet((eb) => ({
+          provider: eb.ref('excluded.provider'),
+          display_name: eb.ref('excluded.display_name'),
+          config: eb.ref('excluded.config'),
+          updated_at: sql<Date>`CASE WHEN ${settings.get(integration.key) === wanted} THEN integrations.updated_at ELSE now() END`,
+        })),
+      )
+      .execute()
+    for (const sync of integration.syncs) {
+      const key = `${integration.key}/${sync.name}`
+      const before = current.get(key)
+      if (before === sync.bundle.hash) {
+        unchanged++
+        continue
+      }
+      ;(before === undefined ? summary.added : summary.changed).push(key)
+      await trx
+        .insertInto('bundles')
+        .values({ hash: sync.bundle.hash, code: sync.bundle.code })
+        .onConflict((oc) => oc.column('hash').doNothing())
+        .execute()
+      const values = {
+        bundle_hash: sync.bundle.hash,
+        file: sync.file,
+        description: sync.description,
+        frequency: sync.frequency,
+        frequency_ms: sync.frequencyMs,
+        auto_start: sync.autoStart,
+        sync_type: sync.syncType,
+        track_deletes: sync.trackDeletes,
+        models: JSON.stringify(sync.models),
+        extra: JSON.stringify(sync.extra),
+        deployment_id: await deployment(),
+        deployed_at: new Date(),
+      }
+      await trx
+        .insertInto('sync_definitions')
+        .values({ environment_id: env.id, integration: integration.key, name: sync.name, ...values })
+        .onConflict((oc) => oc.columns(['environment_id', 'integration', 'name']).doUpdateSet(values))
+        .execute()
+    }
+  }
+
+  if (options.prune !== false) {
+    // What the folder no longer has, except what a refused file or integration.json still stands for.
+    const keptIntegrations = new Set([
+      ...folder.integrations.keys(),
+      ...folder.refused.filter((r) => r.integration && !r.name).map((r) => r.integration!),
+    ])
+    const keptSyncs = new Set([
+      ...[...folder.integrations.values()].flatMap((i) => i.syncs.map((s) => `${i.key}/${s.name}`)),
+      ...folder.refused.filter((r) => r.name).map((r) => `${r.integration}/${r.name}`),
+    ])
+    for (const d of deployed) {
+      const key = `${d.integration}/${d.name}`
+      if (
+        keptSyncs.has(key) ||
+        (keptIntegrations.has(d.integration) && !folder.integrations.has(d.integration))
+      ) {
+        continue
+      }
+      summary.removed.push(key)
+      await deployment()
+      await trx
+        .deleteFrom('sync_definitions')
+        .where('environment_id', '=', env.id)
+        .where('integration', '=', d.integration)
+        .where('name', '=', d.name)
+        .execute()
+    }
+    for (const key of settings.keys()) {
+      if (keptIntegrations.has(key)) continue
+      await deployment()
+      summary.integrations.push(key)
+      await trx
+        .deleteFrom('integrations')
+        .where('environment_id', '=', env.id)
+        .where('unique_key', '=', key)
+        .execute()
+    }
+  }
+
+  if (deploymentId !== undefined) {
+    await trx
+      .updateTable('deployments')
+      .set({ summary: JSON.stringify(summary) })
+      .where('id', '=', deploymentId)
+      .execute()
+  }
+  await provisionSyncs(trx, env.id)
+  return {
+    environment: env.name,
+    deploymentId: deploymentId === undefined ? null : Number(deploymentId),
+    unchanged,
+    ...summary,
+  }
+}

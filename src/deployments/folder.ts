@@ -1,0 +1,227 @@
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import { Ajv } from 'ajv'
+
+import {
+  type CheckedDefinition,
+  checkDefinition,
+  INTEGRATION_KEY,
+  type IntegrationConfig,
+  integrationConfigProblem,
+  SYNC_NAME,
+} from '../syncs/definitions.ts'
+import { type Bundle, BundleError, bundleSync } from './bundle.ts'
+import type { LoadResult } from './load.worker.ts'
+
+/**
+ * Reading an integrations folder for a deployment: each integration folder, its integration.json,
+ * and each sync file bundled with its imports and checked by loading the bundle in a worker.
+ */
+export interface FolderSync extends CheckedDefinition {
+  /** relative to the deployed folder */
+  file: string
+  bundle: Bundle
+  extra: Record<string, unknown>
+}
+
+export interface FolderIntegration {
+  key: string
+  provider: string
+  displayName: string
+  config: IntegrationConfig
+  syncs: FolderSync[]
+}
+
+/**
+ * A file that cannot be deployed, and why. With `integration` (and `name`), what is deployed under
+ * that integration (or that sync) stays as it was: a broken file never replaces a working version.
+ */
+export interface Refusal {
+  file: string
+  reason: string
+  integration?: string
+  name?: string
+}
+
+export interface Folder {
+  integrations: Map<string, FolderIntegration>
+  refused: Refusal[]
+}
+
+const EXTENSIONS = ['.ts', '.js', '.mjs']
+/** Folders that hold no integration: build output, installed packages, tooling (dot-folders too). */
+const NOT_INTEGRATIONS = new Set(['node_modules', 'build', 'dist'])
+
+/** Reads the integrations in `dirs` (a missing folder holds none). */
+export async function readFolders(dirs: readonly string[]): Promise<Folder> {
+  const integrations = new Map<string, FolderIntegration>()
+  const refused: Refusal[] = []
+  const pending: { integration: FolderIntegration; name: string; file: string; root: string }[] = []
+  for (const dir of dirs) {
+    for (const key of await integrationFolders(dir)) {
+      const folder = path.join(dir, key)
+      if (!INTEGRATION_KEY.test(key)) {
+        refused.push({ file: folder, reason: `"${key}" is not a valid provider config key` })
+        continue
+      }
+      if (integrations.has(key)) {
+        refused.push({ file: folder, reason: `integration "${key}" is in two integration folders` })
+        continue
+      }
+      const config = await readIntegrationConfig(folder)
+      if ('reason' in config) {
+        refused.push({ file: path.join(folder, 'integration.json'), reason: config.reason, integration: key })
+        continue
+      }
+      const integration: FolderIntegration = {
+        key,
+        provider: config.provider ?? key,
+        displayName: config.display_name ?? key,
+        config,
+        syncs: [],
+      }
+      integrations.set(key, integration)
+      for (const file of await syncFiles(folder, key, refused))
+        {pending.push({ integration, root: dir, ...file })}
+    }
+  }
+
+  const bundled: { target: (typeof pending)[number]; bundle: Bundle }[] = []
+  for (const target of pending) {
+    try {
+      bundled.push({ target, bundle: await bundleSync(target.file, target.root) })
+    } catch (err) {
+      if (!(err instanceof BundleError)) throw err
+      refused.push({
+        file: target.file,
+        reason: err.message,
+        integration: target.integration.key,
+        name: target.name,
+      })
+    }
+  }
+  const loaded = await loadInWorker(bundled.map((b) => b.bundle))
+  const schemaChecker = new Ajv({ strict: false })
+  bundled.forEach(({ target, bundle }, i) => {
+    const where = { integration: target.integration.key, name: target.name }
+    const refuse = (reason: string) => refused.push({ file: target.file, reason, ...where })
+    const result = loaded[i]!
+    if ('error' in result) return refuse(result.error)
+    const checked = checkDefinition(where, result.definition, schemaChecker)
+    if (checked.problems) return refuse(checked.problems.join('; '))
+    target.integration.syncs.push({
+      ...checked.definition,
+      file: path.relative(target.root, target.file),
+      bundle,
+      extra: result.extra,
+    })
+  })
+  return { integrations, refused }
+}
+
+/** The folders in `dir` that may be integrations, symlinked ones included, sorted. */
+async function integrationFolders(dir: string): Promise<string[]> {
+  let entries
+  try {
+    entries = await readdir(dir, { withFileTypes: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+  const keys: string[] = []
+  for (const e of entries) {
+    if (e.name.startsWith('.') || NOT_INTEGRATIONS.has(e.name)) continue
+    const isFolder = e.isDirectory() || (e.isSymbolicLink() && (await isDirectory(path.join(dir, e.name))))
+    if (isFolder) keys.push(e.name)
+  }
+  return keys.sort()
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isDirectory(),
+    () => false,
+  )
+}
+
+async function readIntegrationConfig(folder: string): Promise<IntegrationConfig | { reason: string }> {
+  let text: string
+  try {
+    text = await readFile(path.join(folder, 'integration.json'), 'utf8')
+  } catch {
+    return {}
+  }
+  let config: unknown
+  try {
+    config = JSON.parse(text)
+  } catch (err) {
+    return { reason: `not valid JSON: ${(err as Error).message}` }
+  }
+  const problem = integrationConfigProblem(config)
+  return problem ? { reason: problem } : (config as IntegrationConfig)
+}
+
+async function syncFiles(
+  folder: string,
+  integration: string,
+  refused: Refusal[],
+): Promise<{ name: string; file: string }[]> {
+  let names: string[]
+  try {
+    names = await readdir(path.join(folder, 'syncs'))
+  } catch {
+    return []
+  }
+  const byName = new Map<string, string>()
+  for (const entry of names.sort()) {
+    const ext = path.extname(entry)
+    if (!EXTENSIONS.includes(ext) || entry.endsWith('.d.ts')) continue
+    const file = path.join(folder, 'syncs', entry)
+    const name = path.basename(entry, ext)
+    if (!SYNC_NAME.test(name)) {
+      refused.push({ file, reason: `sync name "${name}" may only use letters, digits, "_" and "-"` })
+    } else if (byName.has(name)) {
+      refused.push({
+        file,
+        reason: `sync "${name}" is also defined in ${byName.get(name)}`,
+        integration,
+        name,
+      })
+    } else {
+      byName.set(name, file)
+    }
+  }
+  return [...byName].map(([name, file]) => ({ name, file }))
+}
+
+/** Imports the bundles in a worker thread, so their top-level code never runs in the server. */
+async function loadInWorker(bundles: Bundle[]): Promise<LoadResult[]> {
+  if (bundles.length === 0) return []
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-deploy-'))
+  try {
+    const files = await Promise.all(
+      bundles.map(async (b, i) => {
+        // One file per entry, not per hash: two identical files must each be checked.
+        const file = path.join(dir, `${i}-${b.hash}.mjs`)
+        await writeFile(file, b.code)
+        return file
+      }),
+    )
+    return await new Promise((resolve, reject) => {
+      const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
+        workerData: { task: new URL('./load.worker.ts', import.meta.url).href, files },
+      })
+      worker.once('message', (results: LoadResult[]) => {
+        resolve(results)
+        void worker.terminate()
+      })
+      worker.once('error', reject)
+      worker.once('exit', (code) => reject(new Error(`the definition loader exited with code ${code}`)))
+    })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
