@@ -3,7 +3,8 @@
 #   docker build -t syncstore .
 #   docker run -p 3003:3003 -e DATABASE_URL=postgres://... syncstore
 # Without DATABASE_URL it uses the embedded database in /app/.syncstore/data (mount a volume there).
-# Sync definitions are read from /app/integrations (SYNCSTORE_INTEGRATIONS_DIR): mount yours there.
+# Sync definitions: mount yours at /app/integrations (SYNCSTORE_INTEGRATIONS_DIR) and serve deploys them
+# at start, or deploy them into the database with `syncstore deploy` (then no mount is needed).
 FROM node:20-bookworm-slim
 
 ENV NODE_ENV=production
