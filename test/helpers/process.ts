@@ -187,10 +187,10 @@ function parseLogs(stdout: string): LogLine[] {
  */
 export async function startServer(
   env: ChildEnv,
-  { timeoutMs = START_TIMEOUT_MS, cwd = ROOT } = {},
+  { timeoutMs = START_TIMEOUT_MS, cwd = ROOT, args = [] as readonly string[] } = {},
 ): Promise<ServerProcess> {
   const spawnedAt = performance.now()
-  const child = spawnSyncstore(['serve'], { PORT: '0', ...env }, cwd)
+  const child = spawnSyncstore(['serve', ...args], { PORT: '0', ...env }, cwd)
   const waitForLog = (predicate: (line: LogLine) => boolean, ms = 30_000) =>
     child.waitFor('server log line', () => parseLogs(child.stdout).find(predicate), ms)
 
