@@ -20,7 +20,10 @@ export async function environmentsCommand(args: string[], ctx: CliContext): Prom
       }
       await ctx.withDb(async (db) => {
         await ensureEnvironment(db.kysely, name)
-        ctx.io.err(`Environment ${name} exists.`)
+        ctx.io.err(
+          `Environment ${name} exists. Its syncs are what is deployed to it: syncstore deploy --env ${name}` +
+            ' (or restart serve, which deploys its folder to every environment).',
+        )
       })
       return
     }
