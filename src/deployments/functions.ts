@@ -1,0 +1,216 @@
+import type { Kysely } from 'kysely'
+
+import type { Database, Queryable } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
+import { notFound } from '../errors.ts'
+import { provisionSyncs } from '../syncs/provision.ts'
+import { type DeploymentSummary, lockForDeployment, readBundle } from './store.ts'
+
+/**
+ * What is deployed, as Nango's functions API names it (a sync definition is a "function" of type
+ * `sync`, identified by its integration and name, numbered by sync_definitions.id). Only syncs are
+ * deployed here: no actions and no on-event scripts yet, so asking for those types finds nothing.
+ */
+
+/** Nango's function types (FunctionType in @nangohq/types). */
+export type FunctionType = 'sync' | 'action' | 'on-event'
+
+/** One deployed sync, as Nango lists it (ListedNangoSyncFunction), in Nango's key order. */
+export interface ListedSyncFunction {
+  name: string
+  description: string
+  scopes?: string[]
+  type: 'sync'
+  /** its models */
+  returns: string[]
+  /** the models' JSON Schemas under `definitions`, as Nango's CLI sends them */
+  json_schema: { definitions: Record<string, Record<string, unknown>> }
+  /** the frequency as written ("every hour") */
+  runs: string
+  auto_start: boolean
+  track_deletes: boolean
+  id: number
+  /** a deployed sync is always enabled here (Nango can disable one) */
+  enabled: boolean
+  last_deployed: string
+  /**
+   * Nango's name for functions deployed from a project folder by its CLI, which is how every sync
+   * here is deployed.
+   */
+  source: 'repo'
+}
+
+const columns = [
+  'id',
+  'name',
+  'description',
+  'frequency',
+  'auto_start',
+  'track_deletes',
+  'models',
+  'extra',
+  'deployed_at',
+] as const
+
+interface FunctionRow {
+  id: string | number
+  name: string
+  description: string
+  frequency: string
+  auto_start: boolean
+  track_deletes: boolean
+  models: Record<string, Record<string, unknown>>
+  extra: Record<string, unknown>
+  deployed_at: Date
+}
+
+/** Row to API: Nango's mapper (toDeployedNangoFunction) for a sync. */
+function toListedFunction(row: FunctionRow): ListedSyncFunction {
+  const scopes = row.extra.scopes
+  return {
+    name: row.name,
+    description: row.description,
+    ...(Array.isArray(scopes) ? { scopes: scopes.map(String) } : {}),
+    type: 'sync',
+    returns: Object.keys(row.models),
+    json_schema: { definitions: row.models },
+    runs: row.frequency,
+    auto_start: row.auto_start,
+    track_deletes: row.track_deletes,
+    id: Number(row.id),
+    enabled: true,
+    last_deployed: row.deployed_at.toISOString(),
+    source: 'repo',
+  }
+}
+
+// Nango's messages (controllers/shared/integrations/functions: getFunction.ts, listFunctions.ts,
+// deleteFunction.ts; getCode.ts words its own).
+export const NO_INTEGRATION = 'Integration does not exist'
+export const NO_FUNCTION = 'Function does not exist'
+
+const onlySyncs = (type: FunctionType | undefined) => type === undefined || type === 'sync'
+
+/** `_`, `%` and `\` match themselves in a search, as in Nango's escapeLikePattern. */
+const likePattern = (search: string) => `%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+
+export async function integrationExists(db: Queryable, environmentId: number, key: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('integrations')
+    .select('unique_key')
+    .where('environment_id', '=', environmentId)
+    .where('unique_key', '=', key)
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/**
+ * A page of an integration's functions, by name, filtered by type and by a case-insensitive
+ * substring of the name; `total` counts every match, whatever the page.
+ */
+export async function listFunctions(
+  db: Queryable,
+  environmentId: number,
+  integration: string,
+  filter: { type?: FunctionType | undefined; search?: string | undefined; limit: number; offset: number },
+): Promise<{ rows: ListedSyncFunction[]; total: number }> {
+  if (!onlySyncs(filter.type)) return { rows: [], total: 0 }
+  let query = db
+    .selectFrom('sync_definitions')
+    .where('environment_id', '=', environmentId)
+    .where('integration', '=', integration)
+  if (filter.search !== undefined) query = query.where('name', 'ilike', likePattern(filter.search))
+  const [rows, count] = await Promise.all([
+    query.select(columns).orderBy('name').orderBy('id').limit(filter.limit).offset(filter.offset).execute(),
+    query.select((eb) => eb.fn.countAll<string | number>().as('total')).executeTakeFirstOrThrow(),
+  ])
+  return { rows: rows.map((r) => toListedFunction(r as FunctionRow)), total: Number(count.total) }
+}
+
+/** One function of an integration by name; undefined when there is none (of that type). */
+export async function findFunction(
+  db: Queryable,
+  environmentId: number,
+  integration: string,
+  name: string,
+  type?: FunctionType,
+): Promise<ListedSyncFunction | undefined> {
+  if (!onlySyncs(type)) return undefined
+  const row = await db
+    .selectFrom('sync_definitions')
+    .select(columns)
+    .where('environment_id', '=', environmentId)
+    .where('integration', '=', integration)
+    .where('name', '=', name)
+    .executeTakeFirst()
+  return row && toListedFunction(row as FunctionRow)
+}
+
+/** The bundled code a function runs (what its deployment stored); undefined when there is none. */
+export async function findFunctionCode(
+  db: Queryable,
+  environmentId: number,
+  integration: string,
+  name: string,
+  type?: FunctionType,
+): Promise<{ type: 'sync'; code: string } | undefined> {
+  if (!onlySyncs(type)) return undefined
+  const row = await db
+    .selectFrom('sync_definitions')
+    .select('bundle_hash')
+    .where('environment_id', '=', environmentId)
+    .where('integration', '=', integration)
+    .where('name', '=', name)
+    .executeTakeFirst()
+  const code = row && (await readBundle(db, row.bundle_hash))
+  return code === undefined ? undefined : { type: 'sync', code }
+}
+
+/**
+ * Removes one sync from the environment's deployment, as a deployment without it would: in one
+ * transaction, a recorded deployment, the definition gone, and its syncs stopped by provisioning
+ * (schedules DELETED, waiting runs cancelled, records kept). Throws 404 `not_found` for an unknown
+ * integration or function, with Nango's messages.
+ */
+export async function removeFunction(
+  db: Kysely<Database>,
+  environmentId: number,
+  target: { integration: string; name: string; type: 'sync' | 'action' },
+  by: { deployedBy: string; source: string },
+): Promise<{ deploymentId: number }> {
+  return inTransaction(db, async (trx) => {
+    await lockForDeployment(trx, environmentId)
+    if (!(await integrationExists(trx, environmentId, target.integration))) {
+      throw notFound('not_found', NO_INTEGRATION)
+    }
+    const removed =
+      target.type === 'sync' &&
+      (await trx
+        .deleteFrom('sync_definitions')
+        .where('environment_id', '=', environmentId)
+        .where('integration', '=', target.integration)
+        .where('name', '=', target.name)
+        .returning('id')
+        .executeTakeFirst())
+    if (!removed) throw notFound('not_found', NO_FUNCTION)
+    const summary: DeploymentSummary = {
+      integrations: [],
+      added: [],
+      changed: [],
+      removed: [`${target.integration}/${target.name}`],
+      refused: [],
+    }
+    const deployment = await trx
+      .insertInto('deployments')
+      .values({
+        environment_id: environmentId,
+        deployed_by: by.deployedBy,
+        source: by.source,
+        summary: JSON.stringify(summary),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+    await provisionSyncs(trx, environmentId)
+    return { deploymentId: Number(deployment.id) }
+  })
+}
