@@ -38,3 +38,19 @@ export function jsonProblem(value: unknown, maxDepth = MAX_JSON_DEPTH): string |
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value)
 }
+
+/**
+ * JSON with object keys sorted at every level: equal for values that only differ in key order
+ * (Postgres' jsonb reorders keys, so a value read back is compared this way).
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    isPlainObject(v)
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, v[k]]),
+        )
+      : v,
+  )
+}

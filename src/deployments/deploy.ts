@@ -4,6 +4,7 @@ import { type Kysely, sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
+import { canonicalJson } from '../json.ts'
 import { type Environment, listEnvironments } from '../environments/store.ts'
 import { notifyRunsReady } from '../scheduler/wakeups.ts'
 import { provisionSyncs } from '../syncs/provision.ts'
@@ -123,7 +124,7 @@ async function deployTo(
     .where('environment_id', '=', env.id)
     .execute()
   const settings = new Map(
-    integrations.map((i) => [i.unique_key, JSON.stringify([i.provider, i.display_name, i.config])]),
+    integrations.map((i) => [i.unique_key, canonicalJson([i.provider, i.display_name, i.config])]),
   )
   // Recorded only when something changes: a restart that deploys the same folder adds no history.
   let deploymentId: string | number | undefined
@@ -150,7 +151,7 @@ async function deployTo(
   let unchanged = 0
 
   for (const integration of folder.integrations.values()) {
-    const wanted = JSON.stringify([integration.provider, integration.displayName, integration.config])
+    const wanted = canonicalJson([integration.provider, integration.displayName, integration.config])
     if (settings.get(integration.key) !== wanted) {
       await deployment()
       summary.integrations.push(integration.key)
