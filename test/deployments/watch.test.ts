@@ -96,7 +96,9 @@ it(
     const refused = await server.waitForLog((line) => line.msg === 'sync file refused')
     expect(String(refused.file)).toBe(file)
     expect(String(refused.reason)).toContain('exec must be a function')
-    const integrations = (await call('GET', '/integrations')) as { data: { syncs: { name: string }[] }[] }
+    const integrations = (await call('GET', '/integrations')) as unknown as {
+      data: { syncs: { name: string }[] }[]
+    }
     expect(integrations.data[0]!.syncs.map((s) => s.name)).toEqual(['version'])
     server.kill('SIGTERM')
     expect(await server.waitForExit()).toMatchObject({ code: 0 })
