@@ -39,7 +39,8 @@ const noSyncs = () => new HttpError(400, 'no_syncs_found', 'No syncs found given
  * sync is checked before anything changes, so a bad name never leaves a command half applied.
  */
 export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): Promise<SyncRow[]> {
-  if (!(await readDefinitions(s.db, t.environmentId)).integrations.has(t.providerConfigKey)) {
+  const definitions = await readDefinitions(s.db, t.environmentId)
+  if (!definitions.integrations.has(t.providerConfigKey)) {
     throw new HttpError(
       400,
       'unknown_provider_config',
@@ -47,6 +48,10 @@ export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): 
     )
   }
   const selectors = t.selectors.length === 0 ? 'all' : t.selectors
+  // A sync whose definition left the deployment is stopped (its rows and records stay): it is not
+  // one to trigger, pause or start, as in Nango once a sync is removed from the deployment.
+  const findDeployed = async (scope: Parameters<typeof findSyncs>[1]) =>
+    (await findSyncs(s.db, scope, selectors)).filter((r) => definitions.find(r.providerConfigKey, r.name))
   if (t.connectionId !== undefined) {
     // Nango's POST /sync/trigger answers an unknown connection with a 404 of its own wording.
     const connection = await requireConnection(
@@ -62,22 +67,18 @@ export async function resolveCommandTargets(s: SyncServices, t: CommandTarget): 
             'Please make sure these values exist in the Nango dashboard',
         ),
     )
-    const rows = await findSyncs(
-      s.db,
-      { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey, connectionPk: connection.id },
-      selectors,
-    )
+    const rows = await findDeployed({
+      environmentId: t.environmentId,
+      providerConfigKey: t.providerConfigKey,
+      connectionPk: connection.id,
+    })
     const missing = t.selectors.some(
       (sel) => !rows.some((r) => r.name === sel.name && r.variant === sel.variant),
     )
     if (missing) throw noSyncs()
     return rows
   }
-  const rows = await findSyncs(
-    s.db,
-    { environmentId: t.environmentId, providerConfigKey: t.providerConfigKey },
-    selectors,
-  )
+  const rows = await findDeployed({ environmentId: t.environmentId, providerConfigKey: t.providerConfigKey })
   if (rows.length === 0) throw noSyncs()
   return rows
 }
