@@ -1,20 +1,16 @@
 import { createHash } from 'node:crypto'
+import { realpath } from 'node:fs/promises'
 import path from 'node:path'
 
 import { build } from 'esbuild'
+
+import { importProblem, importsPlugin, type ImportsSeen } from './imports.ts'
 
 /** One sync file and everything it imports, as one ES module, named by the sha256 of its code. */
 export interface Bundle {
   hash: string
   code: string
 }
-
-/**
- * Imports left to the worker that runs the bundle: `syncstore` (resolved to this package there)
- * and Node's built-in modules (esbuild leaves those alone on the node platform). Everything else
- * the file imports, relative or an installed package, is inlined.
- */
-const PROVIDED = ['syncstore']
 
 /**
  * A bundled module that reaches CommonJS code calls `require` for Node's built-ins; an ES module
@@ -30,10 +26,16 @@ export class BundleError extends Error {
 
 /**
  * Bundles `file` with esbuild. Paths in the output are relative to `root` (the deployed folder),
- * so the same sources give the same hash wherever they are deployed from.
+ * so the same sources give the same hash wherever they are deployed from. The file's relative
+ * imports and the packages installed beside it are inlined; the modules syncstore provides and
+ * Node's built-ins stay imports, resolved by the worker that loads the bundle (imports.ts says
+ * which, and what a file written for Nango may import).
  */
 export async function bundleSync(file: string, root: string): Promise<Bundle> {
   let code: string
+  const seen: ImportsSeen = { nango: false, notAllowed: [], missing: [] }
+  // esbuild names importers by their real path (symlinks followed).
+  const realRoot = await realpath(root)
   try {
     const result = await build({
       entryPoints: [file],
@@ -43,7 +45,7 @@ export async function bundleSync(file: string, root: string): Promise<Bundle> {
       format: 'esm',
       platform: 'node',
       target: 'node20',
-      external: PROVIDED,
+      plugins: [importsPlugin(realRoot, seen)],
       banner: { js: REQUIRE_SHIM },
       logLevel: 'silent',
       // Stack traces of a failing run name the team's own functions.
@@ -58,5 +60,7 @@ export async function bundleSync(file: string, root: string): Promise<Bundle> {
     const where = first.location ? ` (${first.location.file}:${first.location.line})` : ''
     throw new BundleError(`could not be bundled: ${first.text}${where}`)
   }
+  const problem = importProblem(seen, path.relative(realRoot, await realpath(file)))
+  if (problem) throw new BundleError(problem)
   return { hash: createHash('sha256').update(code).digest('hex'), code }
 }

@@ -209,7 +209,8 @@ async function deployTo(
     }
   }
 
-  if (options.prune !== false) {
+  // A folder refused whole (Nango's old format) was not read: it says nothing about what to remove.
+  if (options.prune !== false && !folder.refused.some((r) => r.wholeFolder)) {
     // What the folder no longer has, except what a refused file or integration.json still stands for.
     const keptIntegrations = new Set([
       ...folder.integrations.keys(),

@@ -38,12 +38,14 @@ export interface FolderIntegration {
 /**
  * A file that cannot be deployed, and why. With `integration` (and `name`), what is deployed under
  * that integration (or that sync) stays as it was: a broken file never replaces a working version.
+ * With `wholeFolder`, nothing of that folder was read, so nothing deployed is removed.
  */
 export interface Refusal {
   file: string
   reason: string
   integration?: string
   name?: string
+  wholeFolder?: boolean
 }
 
 export interface Folder {
@@ -55,12 +57,25 @@ const EXTENSIONS = ['.ts', '.js', '.mjs']
 /** Folders that hold no integration: build output, installed packages, tooling (dot-folders too). */
 const NOT_INTEGRATIONS = new Set(['node_modules', 'build', 'dist'])
 
+/**
+ * Nango's older format (nango.yaml, and `fetchData` functions without their settings) is not
+ * loaded; Nango's CLI converts a folder to the current format in one command.
+ */
+const OLD_FORMAT =
+  "Nango's old nango.yaml format, which syncstore does not load: convert the folder with " +
+  '`npx nango migrate-to-zero-yaml` (run inside it)'
+
 /** Reads the integrations in `dirs` (a missing folder holds none). */
 export async function readFolders(dirs: readonly string[]): Promise<Folder> {
   const integrations = new Map<string, FolderIntegration>()
   const refused: Refusal[] = []
   const pending: { integration: FolderIntegration; name: string; file: string; root: string }[] = []
   for (const dir of dirs) {
+    const yaml = path.join(dir, 'nango.yaml')
+    if (await isFile(yaml)) {
+      refused.push({ file: yaml, reason: OLD_FORMAT, wholeFolder: true })
+      continue
+    }
     for (const key of await integrationFolders(dir)) {
       const folder = path.join(dir, key)
       if (!INTEGRATION_KEY.test(key)) {
@@ -84,8 +99,9 @@ export async function readFolders(dirs: readonly string[]): Promise<Folder> {
         syncs: [],
       }
       integrations.set(key, integration)
-      for (const file of await syncFiles(folder, key, refused))
-        {pending.push({ integration, root: dir, ...file })}
+      for (const file of await syncFiles(folder, key, refused)) {
+        pending.push({ integration, root: dir, ...file })
+      }
     }
   }
 
@@ -143,6 +159,13 @@ async function integrationFolders(dir: string): Promise<string[]> {
 async function isDirectory(p: string): Promise<boolean> {
   return stat(p).then(
     (s) => s.isDirectory(),
+    () => false,
+  )
+}
+
+async function isFile(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isFile(),
     () => false,
   )
 }

@@ -1,7 +1,20 @@
-// Module resolve hook (node:module register): the bare specifier "syncstore" is this package.
-const INDEX = new URL('../index.ts', import.meta.url).href
+// Module resolve hook (node:module register) for the modules syncstore provides to sync files,
+// which their bundles leave as imports (src/deployments/bundle.ts):
+// - "syncstore" is this package; "nango" and "nango/experimental" are src/runtime/nango-module.ts;
+// - "zod" (and its subpaths), "soap" and "unzipper" are syncstore's own installed copies, whatever
+//   is (or is not) installed where the bundle file happens to be. A copy the team installed
+//   beside its files is inside the bundle already.
+export const OWN = {
+  syncstore: new URL('../index.ts', import.meta.url).href,
+  nango: new URL('./nango-module.ts', import.meta.url).href,
+  'nango/experimental': new URL('./nango-module.ts', import.meta.url).href,
+}
+export const FROM_SYNCSTORE = /^(zod(\/.*)?|soap|unzipper)$/
 
 export async function resolve(specifier, context, nextResolve) {
-  if (specifier === 'syncstore') return { url: INDEX, shortCircuit: true }
+  if (Object.hasOwn(OWN, specifier)) return { url: OWN[specifier], shortCircuit: true }
+  if (FROM_SYNCSTORE.test(specifier)) {
+    return nextResolve(specifier, { ...context, parentURL: import.meta.url })
+  }
   return nextResolve(specifier, context)
 }

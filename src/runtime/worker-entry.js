@@ -1,12 +1,12 @@
 // The first module of every worker thread that touches user code (sync definitions). It makes
-// TypeScript loadable (tsx) and makes `import ... from 'syncstore'` resolve to this package from a
-// definition file anywhere on disk, for ES modules (a resolve hook) and for CommonJS files (a
-// folder without "type": "module"), then hands over to the task module named in workerData.
-import Module, { register } from 'node:module'
+// TypeScript loadable (tsx) and makes the modules syncstore provides to sync files ("syncstore",
+// "nango", "zod"... see resolve-hooks.js) resolve from a file anywhere on disk, for ES modules (a
+// resolve hook) and for CommonJS (require), then hands over to the task module named in workerData.
+import Module, { createRequire, register } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { workerData } from 'node:worker_threads'
 
-// Registered before tsx, so tsx resolves first and passes bare "syncstore" on to this hook.
+// Registered before tsx, so tsx resolves first and passes these bare specifiers on to this hook.
 register('./resolve-hooks.js', import.meta.url)
 const { register: registerTsx } = await import('tsx/esm/api')
 registerTsx()
@@ -15,10 +15,13 @@ registerTsx()
 const { register: registerTsxCjs } = await import('tsx/cjs/api')
 registerTsxCjs()
 
-const INDEX = fileURLToPath(new URL('../index.ts', import.meta.url))
+const { OWN, FROM_SYNCSTORE } = await import('./resolve-hooks.js')
+const ownRequire = createRequire(import.meta.url)
 const resolveFilename = Module._resolveFilename
 Module._resolveFilename = function (request, ...rest) {
-  return resolveFilename.call(this, request === 'syncstore' ? INDEX : request, ...rest)
+  if (Object.hasOwn(OWN, request)) return fileURLToPath(OWN[request])
+  if (FROM_SYNCSTORE.test(request)) return ownRequire.resolve(request)
+  return resolveFilename.call(this, request, ...rest)
 }
 
 await import(workerData.task)
