@@ -308,13 +308,13 @@ export default createSync({
     const installed = await folder(NANGO_FOLDER)
     await mkdir(path.join(installed, 'node_modules'))
     await symlink(ours, path.join(installed, 'node_modules', 'zod'))
-    const [without, withZod] = await Promise.all(
-      [bare, installed].map(async (dir) => {
-        const { integrations, refused } = await readFolders([dir])
-        expect(refused).toEqual([])
-        return integrations.get('crm')!.syncs[0]!
-      }),
-    )
+    const contactsSync = async (dir: string) => {
+      const { integrations, refused } = await readFolders([dir])
+      expect(refused).toEqual([])
+      return integrations.get('crm')!.syncs[0]!
+    }
+    const without = await contactsSync(bare)
+    const withZod = await contactsSync(installed)
     expect(withZod.bundle.code).not.toMatch(/from "zod"/)
     expect(withZod.bundle.code).toMatch(/node_modules\/zod\//)
     expect(withZod.bundle.code.length).toBeGreaterThan(without.bundle.code.length * 10)
