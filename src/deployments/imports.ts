@@ -22,7 +22,7 @@ import type { Plugin } from 'esbuild'
  * - `botbuilder`: only when the team installs it (syncstore does not carry the Bot Framework).
  */
 
-export const NANGO_IMPORTS = [
+const NANGO_IMPORTS = [
   'nango',
   'nango/experimental',
   'zod',
