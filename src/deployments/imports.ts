@@ -1,4 +1,5 @@
-import { isBuiltin } from 'node:module'
+import { readFile } from 'node:fs/promises'
+import { createRequire, isBuiltin } from 'node:module'
 import path from 'node:path'
 
 import type { Plugin } from 'esbuild'
@@ -16,9 +17,14 @@ import type { Plugin } from 'esbuild'
  * Where each one comes from:
  * - `syncstore`, `nango`, `nango/experimental`: always syncstore's, left as imports that the
  *   worker resolves (src/runtime/resolve-hooks.js, which says why even an installed `nango`);
- * - any other package the team installed beside its files: that copy, bundled in (it wins);
- * - `zod` (and its subpaths), `soap`, `unzipper` when not installed there: syncstore's own, left
- *   as imports the worker resolves, so nothing need be installed beside a Nango folder;
+ * - `zod` (and its subpaths), `soap`, `unzipper`: syncstore's own, left as imports the worker
+ *   resolves, so nothing need be installed beside a Nango folder; but a copy the team installed
+ *   wins when it is another major version than syncstore's (zod 3, say), and is bundled in. A
+ *   copy of the same major version is not: semver says syncstore's serves it, and bundling zod
+ *   (190 KB) into every sync of a folder made 1,396 template syncs take minutes to deploy and
+ *   exhaust the loader's memory (each bundle its own zod). Nango's runner, likewise, runs every
+ *   function on its own zod 4 whatever the team installed;
+ * - any other package the team installed beside its files: that copy, bundled in;
  * - `botbuilder`: only when the team installs it (syncstore does not carry the Bot Framework).
  */
 
@@ -63,6 +69,7 @@ export function importsPlugin(root: string, seen: ImportsSeen): Plugin {
   return {
     name: 'syncstore-imports',
     setup(build) {
+      const majors: Majors = new Map()
       build.onResolve({ filter: /^[^./]/ }, async (args) => {
         // Our probe below resolves the default way.
         if (args.pluginData === PROBE) return undefined
@@ -89,12 +96,46 @@ export function importsPlugin(root: string, seen: ImportsSeen): Plugin {
         if (!allowed) seen.notAllowed.push(found)
         // esbuild leaves Node's built-ins as imports on the node platform.
         if (isBuiltin(specifier)) return undefined
-        if ((await probe()).errors.length === 0) return undefined
+        const installed = await probe()
+        if (installed.errors.length === 0) {
+          const ours = PROVIDED.test(specifier) && (await sameMajor(majors, specifier, installed.path))
+          return ours ? { path: specifier, external: true } : undefined
+        }
         if (!PROVIDED.test(specifier)) seen.missing.push(found)
         return { path: specifier, external: true }
       })
     },
   }
+}
+
+const ownRequire = createRequire(import.meta.url)
+
+/** package.json -> its major version, read once per bundle */
+type Majors = Map<string, Promise<string | undefined>>
+
+/** The major version of the package `name` whose file `file` is, from its package.json. */
+function majorOf(majors: Majors, name: string, file: string): Promise<string | undefined> {
+  const marker = `${path.sep}node_modules${path.sep}${name}${path.sep}`
+  const at = file.lastIndexOf(marker)
+  if (at < 0) return Promise.resolve(undefined)
+  const manifest = path.join(file.slice(0, at + marker.length), 'package.json')
+  let major = majors.get(manifest)
+  if (!major) {
+    major = readFile(manifest, 'utf8').then(
+      (text) => (JSON.parse(text) as { version?: string }).version?.split('.')[0],
+      () => undefined,
+    )
+    majors.set(manifest, major)
+  }
+  return major
+}
+
+/** Whether the team's copy of a package syncstore provides is the same major version as syncstore's. */
+async function sameMajor(majors: Majors, specifier: string, installedFile: string): Promise<boolean> {
+  const name = specifier.split('/')[0]!
+  const theirs = await majorOf(majors, name, installedFile)
+  const ours = await majorOf(majors, name, ownRequire.resolve(`${name}/package.json`))
+  return theirs !== undefined && theirs === ours
 }
 
 /** Why the bundle cannot be deployed, or undefined. */

@@ -302,24 +302,48 @@ export default createSync({
     expect(integrations.get('crm')!.syncs.map((s) => s.name)).toEqual(['own'])
   })
 
-  it('a copy of zod the team installed is the one bundled', async () => {
+  it("a copy of zod the team installed wins when it is another major version; the same major is syncstore's", async () => {
     const ours = path.dirname(createRequire(import.meta.url).resolve('zod/package.json'))
-    const bare = await folder(NANGO_FOLDER)
-    const installed = await folder(NANGO_FOLDER)
-    await mkdir(path.join(installed, 'node_modules'))
-    await symlink(ours, path.join(installed, 'node_modules', 'zod'))
     const contactsSync = async (dir: string) => {
       const { integrations, refused } = await readFolders([dir])
       expect(refused).toEqual([])
       return integrations.get('crm')!.syncs[0]!
     }
-    const without = await contactsSync(bare)
-    const withZod = await contactsSync(installed)
-    expect(withZod.bundle.code).not.toMatch(/from "zod"/)
-    expect(withZod.bundle.code).toMatch(/node_modules\/zod\//)
-    expect(withZod.bundle.code.length).toBeGreaterThan(without.bundle.code.length * 10)
-    expect(withZod.models).toEqual(without.models)
-    expect(withZod.extra).toEqual(without.extra)
+    const bare = await contactsSync(await folder(NANGO_FOLDER))
+
+    // zod 4 installed, as Nango's CLI wants it: syncstore's zod 4 serves it, nothing is bundled.
+    const sameMajor = await folder(NANGO_FOLDER)
+    await mkdir(path.join(sameMajor, 'node_modules'))
+    await symlink(ours, path.join(sameMajor, 'node_modules', 'zod'))
+    expect(await contactsSync(sameMajor)).toMatchObject({ bundle: bare.bundle, models: bare.models })
+
+    // zod 3 installed (a stand-in: zod 4's own v3 API, under a 3.x version): that copy is bundled.
+    const zod3 = await folder({
+      ...NANGO_FOLDER,
+      'node_modules/zod/package.json': JSON.stringify({
+        name: 'zod',
+        version: '3.25.76',
+        type: 'module',
+        main: 'index.js',
+      }),
+      'node_modules/zod/index.js': `export * from ${JSON.stringify(path.join(ours, 'v3', 'index.js'))}\n`,
+    })
+    const team = await contactsSync(zod3)
+    expect(team.bundle.code).not.toMatch(/from "zod"/)
+    expect(team.bundle.code).toMatch(/node_modules\/zod\/v3\//)
+    expect(team.models.Contact).toMatchObject({
+      type: 'object',
+      required: ['id', 'name', 'email', 'createdAt', 'tags', 'addresses'],
+      properties: {
+        email: { type: ['string', 'null'] },
+        createdAt: { type: 'string', format: 'date-time' },
+        addresses: { type: 'array', items: { type: 'object', required: ['street', 'city'] } },
+      },
+    })
+    expect(team.extra).toMatchObject({
+      metadata: { required: ['region'] },
+      checkpoint: { required: ['updatedAfter'] },
+    })
   })
 })
 
