@@ -220,7 +220,28 @@ async function syncFiles(
   return [...byName].map(([name, file]) => ({ name, file }))
 }
 
-/** Imports the bundles in a worker thread, so their top-level code never runs in the server. */
+/**
+ * A worker keeps every module it imported, so one imports at most this many bundles: a bundle
+ * with its own copy of a package (a team's zod 3, say) holds about 1 MB of heap once loaded, and
+ * 1,396 of them in one worker exhausted its memory.
+ */
+const BUNDLES_PER_LOADER = 200
+
+function loadFiles(files: string[]): Promise<LoadResult[]> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
+      workerData: { task: new URL('./load.worker.ts', import.meta.url).href, files },
+    })
+    worker.once('message', (results: LoadResult[]) => {
+      resolve(results)
+      void worker.terminate()
+    })
+    worker.once('error', reject)
+    worker.once('exit', (code) => reject(new Error(`the definition loader exited with code ${code}`)))
+  })
+}
+
+/** Imports the bundles in worker threads, so their top-level code never runs in the server. */
 async function loadInWorker(bundles: Bundle[]): Promise<LoadResult[]> {
   if (bundles.length === 0) return []
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-deploy-'))
@@ -233,17 +254,11 @@ async function loadInWorker(bundles: Bundle[]): Promise<LoadResult[]> {
         return file
       }),
     )
-    return await new Promise((resolve, reject) => {
-      const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
-        workerData: { task: new URL('./load.worker.ts', import.meta.url).href, files },
-      })
-      worker.once('message', (results: LoadResult[]) => {
-        resolve(results)
-        void worker.terminate()
-      })
-      worker.once('error', reject)
-      worker.once('exit', (code) => reject(new Error(`the definition loader exited with code ${code}`)))
-    })
+    const results: LoadResult[] = []
+    for (let i = 0; i < files.length; i += BUNDLES_PER_LOADER) {
+      results.push(...(await loadFiles(files.slice(i, i + BUNDLES_PER_LOADER))))
+    }
+    return results
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
