@@ -2,7 +2,7 @@
 // TypeScript loadable (tsx) and makes the modules syncstore provides to sync files ("syncstore",
 // "nango", "zod"... see resolve-hooks.js) resolve from a file anywhere on disk, for ES modules (a
 // resolve hook) and for CommonJS (require), then hands over to the task module named in workerData.
-import Module, { createRequire, register } from 'node:module'
+import Module, { register } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { workerData } from 'node:worker_threads'
 
@@ -16,12 +16,15 @@ const { register: registerTsxCjs } = await import('tsx/cjs/api')
 registerTsxCjs()
 
 const { OWN, FROM_SYNCSTORE } = await import('./resolve-hooks.js')
-const ownRequire = createRequire(import.meta.url)
+// Looked up from here, as if this package required them.
+const OWN_PATHS = [fileURLToPath(new URL('.', import.meta.url))]
 const resolveFilename = Module._resolveFilename
-Module._resolveFilename = function (request, ...rest) {
+Module._resolveFilename = function (request, parent, isMain, options) {
   if (Object.hasOwn(OWN, request)) return fileURLToPath(OWN[request])
-  if (FROM_SYNCSTORE.test(request)) return ownRequire.resolve(request)
-  return resolveFilename.call(this, request, ...rest)
+  if (FROM_SYNCSTORE.test(request)) {
+    return resolveFilename.call(this, request, parent, isMain, { ...options, paths: OWN_PATHS })
+  }
+  return resolveFilename.call(this, request, parent, isMain, options)
 }
 
 await import(workerData.task)

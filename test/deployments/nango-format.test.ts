@@ -266,6 +266,28 @@ void new URL('https://example.com'), createHash('sha1'), crypto.randomUUID()`,
     expect(syncs.find((s) => s.name === 'soapy')!.bundle.code).toMatch(/from "soap"/)
   })
 
+  it('a CommonJS file gets them through require() too', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-nango-cjs-'))
+    dirs.push(dir)
+    await write(dir, {
+      'crm/syncs/items.js': `const { createSync } = require('nango')
+const z = require('zod')
+module.exports = createSync({
+  description: 'CommonJS',
+  frequency: 'every day',
+  models: { Item: z.object({ id: z.string(), seen: z.date() }) },
+  exec: async (nango) => { await nango.batchSave([], 'Item') },
+})
+`,
+    })
+    const { integrations, refused } = await readFolders([dir])
+    expect(refused).toEqual([])
+    expect(integrations.get('crm')!.syncs[0]!.models.Item).toMatchObject({
+      properties: { seen: { type: 'string', format: 'date-time' } },
+      required: ['id', 'seen'],
+    })
+  })
+
   it('a symlinked integration folder is followed', async () => {
     const elsewhere = await folder({ 'syncs/items.ts': nangoSync('') })
     const dir = await folder({})
