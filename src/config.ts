@@ -55,6 +55,8 @@ export interface Config {
     readonly heartbeatTimeoutMs: number
     /** How often an idle worker looks for due schedules (triggers wake it at once) */
     readonly pollMs: number
+    /** A saved record that fails its model's schema: saved and logged (warn), refused (strict), not checked (off) */
+    readonly recordValidation: 'warn' | 'strict' | 'off'
   }
   readonly retention: {
     /** Prune payloads of records not modified for this many days; 0 turns it off. */
@@ -71,6 +73,7 @@ export type DatabaseTarget =
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
+const RECORD_VALIDATION = ['warn', 'strict', 'off'] as const
 
 const BOOTSTRAP_PREFIX = 'NANGO_SECRET_KEY_'
 
@@ -135,6 +138,12 @@ const Env = Type.Object(
     // Unset: a multiple of the interval (loadConfig).
     SYNCSTORE_HEARTBEAT_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 300, maximum: 3_600_000 })),
     SYNCSTORE_POLL_INTERVAL_MS: integer(1000, 10, 600_000),
+    // warn: as Nango's production runner, which saves a record that fails its model (only
+    // `nango dryrun --validation` refuses it), so a migrated sync keeps working.
+    SYNCSTORE_RECORD_VALIDATION: Type.Enum(RECORD_VALIDATION, {
+      default: 'warn',
+      problem: `must be one of ${RECORD_VALIDATION.join(', ')}`,
+    }),
     SYNCSTORE_PRUNE_AFTER_DAYS: integer(30, 0, 36500),
     SYNCSTORE_DELETE_AFTER_DAYS: integer(60, 0, 36500),
     SYNCSTORE_RETENTION_INTERVAL_MS: integer(60_000, 1000, 86_400_000),
@@ -247,6 +256,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
       heartbeatIntervalMs,
       heartbeatTimeoutMs,
       pollMs: env.SYNCSTORE_POLL_INTERVAL_MS,
+      recordValidation: env.SYNCSTORE_RECORD_VALIDATION,
     },
     retention: {
       pruneAfterDays: env.SYNCSTORE_PRUNE_AFTER_DAYS,

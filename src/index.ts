@@ -4,6 +4,11 @@
  * object default export works the same.
  */
 
+import type { ActionError } from './runtime/nango-module.ts'
+
+/** Nango's ActionError: throwing it fails the run with `payload.message`. */
+export { ActionError } from './runtime/nango-module.ts'
+
 export interface ProxyConfiguration {
   endpoint: string
   params?: Record<string, string | number | boolean | undefined>
@@ -12,6 +17,30 @@ export interface ProxyConfiguration {
   /** Attempts after the first on 429, 5xx and network errors (default 3 for GET and HEAD, 0 otherwise) */
   retries?: number
   baseUrlOverride?: string
+  /** How the body is read: JSON when it is JSON (default), 'text', or 'arraybuffer' (a Uint8Array) */
+  responseType?: 'json' | 'text' | 'arraybuffer'
+}
+
+/** How nango.paginate pages (Nango's shape); merged over integration.json's `pagination`. */
+export interface Pagination {
+  type: 'cursor' | 'link' | 'offset'
+  limit?: number | string
+  limit_name_in_request?: string
+  response_path?: string
+  in_body?: boolean
+  cursor_path_in_response?: string
+  cursor_name_in_request?: string
+  link_rel_in_response_header?: string
+  link_path_in_response_body?: string
+  offset_name_in_request?: string
+  offset_start_value?: number
+  offset_calculation_method?: 'per-page' | 'by-response-size'
+}
+
+/** What a failed request throws (as Nango's): the answer's status, body and headers. */
+export interface ProxyError extends Error {
+  status: number
+  response: ProxyResponse
 }
 
 export interface ProxyResponse<T = unknown> {
@@ -36,6 +65,9 @@ export interface NangoSync<Models extends string = string> {
   readonly syncName: string
   /** Start of the last successful run; undefined on the first run and after a reset */
   readonly lastSyncDate: Date | undefined
+  /** The integration's provider */
+  readonly provider: string
+  readonly ActionError: typeof ActionError
   batchSave<T extends SyncRecord>(records: T[], model: Models): Promise<boolean>
   batchUpdate<T extends SyncRecord>(
     records: Partial<T>[] & { id: string | number }[],
@@ -48,6 +80,24 @@ export interface NangoSync<Models extends string = string> {
   saveCheckpoint(checkpoint: Record<string, string | number | boolean | Date>): Promise<void>
   clearCheckpoint(): Promise<void>
   getMetadata<M = Record<string, Json>>(): Promise<M>
+  /** Replaces the connection's metadata */
+  setMetadata(metadata: Record<string, unknown>): Promise<void>
+  /** Merges into the connection's metadata (top-level keys) */
+  updateMetadata(metadata: Record<string, unknown>): Promise<void>
+  /** OAuth2: the access token; OAuth1: { oAuthToken, oAuthTokenSecret }; otherwise the credentials */
+  getToken(): Promise<unknown>
+  getIntegration(): Promise<{ unique_key: string; provider: string; display_name: string }>
+  /** Records earlier runs saved, in the order GET /records returns them */
+  listRecords<T = SyncRecord>(model: Models, options?: { cursor?: string }): AsyncGenerator<T>
+  getRecordsByIds<K extends string | number, T = SyncRecord>(ids: K[], model: Models): Promise<Map<K, T>>
+  setMergingStrategy(
+    merging: { strategy: 'ignore_if_modified_after' | 'override' },
+    model: Models,
+  ): Promise<void>
+  zodValidateInput<T>(args: {
+    zodSchema: { safeParse(input: unknown): { success: boolean; data?: T } }
+    input: unknown
+  }): Promise<{ success: true; data: T }>
   getConnection(): Promise<Record<string, unknown>>
   getEnvironmentVariables(): Promise<{ name: string; value: string }[]>
   log(
@@ -61,6 +111,10 @@ export interface NangoSync<Models extends string = string> {
   put<T = unknown>(config: ProxyConfiguration): Promise<ProxyResponse<T>>
   patch<T = unknown>(config: ProxyConfiguration): Promise<ProxyResponse<T>>
   delete<T = unknown>(config: ProxyConfiguration): Promise<ProxyResponse<T>>
+  /** Pages of items: the call's `paginate` merged over the integration's default */
+  paginate<T = unknown>(
+    config: ProxyConfiguration & { method?: string; paginate?: Partial<Pagination> },
+  ): AsyncGenerator<T[], undefined, void>
 }
 
 export interface SyncConfig<Models extends Record<string, object>> {

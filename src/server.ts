@@ -61,7 +61,12 @@ export async function startServer(deps: {
   if (config.exampleIntegrations) await ensureDemoConnection(db, sealer)
   // Each warm worker is a V8 isolate of its own (tens of MB): keep them only when there is something to run.
   if (await db.kysely.selectFrom('sync_definitions').select('name').limit(1).executeTakeFirst()) pool.warm()
-  const executor = new SyncExecutor({ db: db.kysely, sealer, pool })
+  const executor = new SyncExecutor({
+    db: db.kysely,
+    sealer,
+    pool,
+    recordValidation: config.runs.recordValidation,
+  })
   const dispatcher = new Dispatcher({
     db: db.kysely,
     wakeups,

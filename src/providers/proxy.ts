@@ -89,26 +89,60 @@ export async function proxyRequest(
       await sleep(backoff(attempt, response.headers.get('retry-after')))
       continue
     }
-    const text = await response.text()
-    const isJson = (response.headers.get('content-type') ?? '').includes('json')
-    let data: unknown = text
-    if (isJson && text !== '') {
-      try {
-        data = JSON.parse(text)
-      } catch {
-        data = text
-      }
-    }
+    const headersOut = Object.fromEntries(response.headers)
+    const data = await readBody(response, config.responseType)
     if (!response.ok) {
-      throw Object.assign(
-        new Error(`proxy ${method} ${url.pathname} answered ${response.status}: ${text.slice(0, 300)}`),
+      const text = typeof data === 'string' ? data : JSON.stringify(data ?? null)
+      throw new ProxyError(
+        `proxy ${method} ${url.pathname} answered ${response.status}: ${text.slice(0, 300)}`,
         {
           status: response.status,
+          headers: headersOut,
+          data,
         },
       )
     }
-    return { status: response.status, headers: Object.fromEntries(response.headers), data }
+    return { status: response.status, headers: headersOut, data }
   }
+}
+
+/**
+ * A request the API answered with an error, as Nango's (an axios error): `status`, and the
+ * answer as `response: { status, data, headers }`, which sync functions branch on (skip a 404).
+ */
+class ProxyError extends Error {
+  override name = 'ProxyError'
+  readonly status: number
+  constructor(
+    message: string,
+    readonly response: ProxyResponse,
+  ) {
+    super(message)
+    this.status = response.status
+  }
+}
+
+/**
+ * The body as the function asked for it (axios' responseType): 'text' as a string, 'arraybuffer'
+ * (or 'blob', 'stream': a worker cannot be handed a stream) as bytes; otherwise JSON when the
+ * answer is JSON, else its text.
+ */
+async function readBody(response: Response, responseType: ProxyConfig['responseType']): Promise<unknown> {
+  if (responseType === 'arraybuffer' || responseType === 'blob' || responseType === 'stream') {
+    return new Uint8Array(await response.arrayBuffer())
+  }
+  const text = await response.text()
+  if (responseType === 'text' || text === '') return text
+  const isJson = (response.headers.get('content-type') ?? '').includes('json')
+  // axios' default: JSON when it parses, whatever the content type says
+  if (isJson || responseType === 'json' || /^\s*[[{]/.test(text)) {
+    try {
+      return JSON.parse(text) as unknown
+    } catch {
+      return text
+    }
+  }
+  return text
 }
 
 function backoff(attempt: number, retryAfter?: string | null): number {

@@ -9,7 +9,7 @@ import type { WorkerPool } from '../runtime/pool.ts'
 import type { SyncDefinition } from '../syncs/definitions.ts'
 import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
 import { clearCheckpoint } from './checkpoints.ts'
-import { compileModels, runHandlers } from './handlers.ts'
+import { compileModels, type RecordValidation, runHandlers } from './handlers.ts'
 import { assertHoldsRun, type ClaimedRun } from './lease.ts'
 import { type ModelCounts, type RunOutcome, setRunType } from './states.ts'
 
@@ -25,6 +25,8 @@ export interface ExecutorDeps {
   db: Kysely<Database>
   sealer: Sealer
   pool: WorkerPool
+  /** What a record that fails its model's schema does (default `warn`) */
+  recordValidation?: RecordValidation
 }
 
 /** Compiled model validators are kept for this many bundles (a bundle's models never change). */
@@ -77,6 +79,7 @@ export class SyncExecutor implements RunExecutor {
       validators: this.validatorsOf(definition),
       counts,
       guard: (trx) => assertHoldsRun(trx, run),
+      validation: this.d.recordValidation ?? 'warn',
     })
 
     // opts.reset: no checkpoint, no lastSyncDate, no open delete-tracking window; emptyCache drops the records.
@@ -113,6 +116,8 @@ export class SyncExecutor implements RunExecutor {
           providerConfigKey: sync.providerConfigKey,
           variant: sync.variant,
           lastSyncDate: lastSyncDate?.toISOString() ?? null,
+          provider: deployed.integration.provider ?? sync.providerConfigKey,
+          pagination: deployed.integration.pagination ?? null,
         },
         handlers,
         signal,

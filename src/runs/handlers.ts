@@ -3,15 +3,27 @@ import addFormats from 'ajv-formats'
 import type { Kysely, Transaction } from 'kysely'
 
 import { connectionFull } from '../connections/format.ts'
-import { type Connection, findConnection } from '../connections/store.ts'
+import {
+  type Connection,
+  findConnection,
+  lockConnections,
+  readMetadata,
+  writeMetadata,
+} from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
+import { readDefinitions } from '../deployments/store.ts'
 import { listVariables } from '../environments/variables-store.ts'
 import { proxyRequest } from '../providers/proxy.ts'
 import type { Dataset, WriteGuard } from '../records/datasets.ts'
 import { batchDelete, trackDeletesEnd, trackDeletesStart } from '../records/delete.ts'
+import { isPlainObject } from '../json.ts'
+import { decodeCursor } from '../records/cursor.ts'
+import { renderPage } from '../records/format.ts'
+import { lastModifiedAt, modifiedAfter } from '../records/merging.ts'
 import { externalIdOf } from '../records/payload.ts'
+import { readPage } from '../records/read.ts'
 import { batchSave } from '../records/save.ts'
 import { batchUpdate } from '../records/update.ts'
 import type { WriteResult } from '../records/write-result.ts'
@@ -37,7 +49,21 @@ export interface RunContext {
   counts: ModelCounts
   /** The lease check (lease.ts), first in every transaction that writes */
   guard: WriteGuard
+  /** What an invalid record does (SYNCSTORE_RECORD_VALIDATION) */
+  validation: RecordValidation
 }
+
+/**
+ * `warn`: saved, and the violation logged (Nango's production runner does not reject); `strict`:
+ * the batch fails, nothing of it written; `off`: not checked.
+ */
+export type RecordValidation = 'warn' | 'strict' | 'off'
+
+// A run's log gets this many invalid-record lines per batch, then one line with how many more.
+const INVALID_LINES_PER_BATCH = 10
+// listRecords pages (Nango's runner reads 100 records a call); the byte budget is GET /records' default.
+const LIST_PAGE = 100
+const LIST_PAGE_BYTES = 10 * 1024 * 1024
 
 /** Compiles a definition's model schemas, once per definition (the executor keeps them). */
 export function compileModels(definition: SyncDefinition): Map<string, ValidateFunction> {
@@ -68,18 +94,51 @@ export function runHandlers(c: RunContext): NangoHandlers {
     return { connectionPk: c.sync.connectionPk, model, variant: c.sync.variant }
   }
 
-  /** Validates every record against the model's schema before anything of the batch is written. */
-  const validate = (model: string, records: unknown[]): void => {
+  /**
+   * Checks every record against the model's schema before anything of the batch is written: in
+   * `strict` mode the first invalid one fails the batch, in `warn` mode each is logged.
+   */
+  const validate = async (model: string, records: unknown[]): Promise<void> => {
+    if (c.validation === 'off') return
     const check = c.validators.get(model)!
-    records.forEach((record, index) => {
-      if (!check(record)) {
-        const id = externalIdOf((record as { id?: unknown } | null)?.id) ?? `at index ${index}`
-        const e = check.errors?.[0]
-        throw new Error(
-          `Invalid ${model} record ${id}: ${e?.instancePath || '(record)'} ${e?.message ?? 'is invalid'}`,
-        )
+    let invalid = 0
+    for (const [index, record] of records.entries()) {
+      if (check(record)) continue
+      const id = externalIdOf((record as { id?: unknown } | null)?.id) ?? `at index ${index}`
+      const e = check.errors?.[0]
+      const problem = `Invalid ${model} record ${id}: ${e?.instancePath || '(record)'} ${e?.message ?? 'is invalid'}`
+      if (c.validation === 'strict') throw new Error(problem)
+      invalid += 1
+      if (invalid <= INVALID_LINES_PER_BATCH) {
+        await log('warn', `${problem} (saved anyway)`, { model, id, errors: check.errors })
       }
-    })
+    }
+    if (invalid > INVALID_LINES_PER_BATCH) {
+      await log(
+        'warn',
+        `${invalid - INVALID_LINES_PER_BATCH} more invalid ${model} records in this batch (saved anyway)`,
+      )
+    }
+  }
+
+  /** Per model: 'override', or the time after which others' changes are left alone (null: none yet) */
+  const merging = new Map<string, { since: string | null } | 'override'>()
+
+  /** Under ignore_if_modified_after, drops the records modified since (by someone else). */
+  const merged = async (trx: Transaction<Database>, ds: Dataset, chunk: unknown[]): Promise<unknown[]> => {
+    const strategy = merging.get(ds.model)
+    if (strategy === undefined || strategy === 'override' || strategy.since === null) return chunk
+    const idOf = (r: unknown) => externalIdOf((r as { id?: unknown } | null)?.id)
+    const ids = chunk.map(idOf).filter((id) => id !== undefined)
+    const skip = await modifiedAfter(trx, ds, ids, strategy.since)
+    return skip.size === 0 ? chunk : chunk.filter((r) => !skip.has(idOf(r)!))
+  }
+
+  /** After a write: `ignore_if_modified_after` moves past it (Nango's next merging cursor). */
+  const advance = async (trx: Transaction<Database>, ds: Dataset): Promise<void> => {
+    const strategy = merging.get(ds.model)
+    if (strategy === undefined) merging.set(ds.model, 'override')
+    else if (strategy !== 'override') strategy.since = await lastModifiedAt(trx, ds)
   }
 
   const tally = (model: string, result: WriteResult): void => {
@@ -104,10 +163,15 @@ export function runHandlers(c: RunContext): NangoHandlers {
   ): Promise<true> => {
     if (!Array.isArray(records)) throw new Error(`records for ${model} must be an array`)
     const ds = dataset(model)
-    if (validated) validate(model, records)
+    if (validated) await validate(model, records)
     for (let i = 0; i < records.length; i += CHUNK) {
       const chunk = records.slice(i, i + CHUNK)
-      tally(model, await guarded((trx) => op(trx, ds, chunk)))
+      const result = await guarded(async (trx) => {
+        const written = await op(trx, ds, await merged(trx, ds, chunk))
+        await advance(trx, ds)
+        return written
+      })
+      tally(model, result)
     }
     return true
   }
@@ -142,6 +206,64 @@ export function runHandlers(c: RunContext): NangoHandlers {
     ...checkpointHandlers({ db, sealer, syncId: c.sync.id, guard }),
 
     getMetadata: async () => (await loadConnection()).metadata ?? {},
+    async setMetadata(metadata, mode) {
+      if (!isPlainObject(metadata)) throw new Error('metadata must be an object')
+      const { environmentId, providerConfigKey, connectionId } = c.sync
+      await guarded(async (trx) => {
+        const { found } = await lockConnections(trx, environmentId, providerConfigKey, [connectionId])
+        const row = found.get(connectionId)
+        if (!row) throw new Error('The connection no longer exists')
+        const next = mode === 'replace' ? metadata : { ...readMetadata(sealer, row.metadata), ...metadata }
+        await writeMetadata(trx, sealer, row.id, next)
+      })
+      connection = undefined
+      return null
+    },
+    async getIntegration() {
+      const { integrations } = await readDefinitions(db, c.sync.environmentId)
+      const found = integrations.get(c.sync.providerConfigKey)
+      if (!found) throw new Error(`The integration ${c.sync.providerConfigKey} no longer exists`)
+      return {
+        unique_key: found.key,
+        provider: found.provider,
+        display_name: found.displayName,
+        created_at: found.createdAt.toISOString(),
+        updated_at: found.updatedAt.toISOString(),
+      }
+    },
+    async listRecords(model, cursor, ids) {
+      const ds = dataset(model)
+      const after = cursor === null ? undefined : decodeCursor(String(cursor))
+      if (cursor !== null && !after) throw new Error(`listRecords: invalid cursor ${JSON.stringify(cursor)}`)
+      const { environmentId, providerConfigKey, connectionId } = c.sync
+      const target = { environmentId, providerConfigKey, connectionId, model: ds.model, variant: ds.variant }
+      const externalIds = Array.isArray(ids) ? ids.map(String) : undefined
+      const page = await readPage(db, sealer, target, {
+        after,
+        externalIds,
+        limit: LIST_PAGE,
+        maxBytes: LIST_PAGE_BYTES,
+      })
+      if (!page) throw new Error('The connection no longer exists')
+      return renderPage(page)
+    },
+    async setMergingStrategy(requested, model) {
+      const ds = dataset(model)
+      const strategy = (requested as { strategy?: unknown } | null)?.strategy
+      if (merging.has(model)) {
+        await log('warn', `Merging strategy for model ${model} is already set. Skipping`, {
+          model,
+          merging: requested,
+        })
+        return null
+      }
+      if (strategy === 'override') merging.set(model, 'override')
+      else if (strategy === 'ignore_if_modified_after') {
+        merging.set(model, { since: await lastModifiedAt(db, ds) })
+      } else throw new Error(`Unsupported merging strategy: ${String(strategy)}`)
+      await log('info', `Merging strategy set to '${String(strategy)}' for model ${model}.`)
+      return null
+    },
     async getConnection() {
       const found = await loadConnection()
       return connectionFull(

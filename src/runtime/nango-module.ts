@@ -31,3 +31,20 @@ export function createOnEvent<T extends Definition>(definition: T): T & { type: 
 export function createFunction<T extends Definition>(definition: T): T & { type: 'function' } {
   return { type: 'function', ...definition }
 }
+
+/**
+ * Nango's ActionError: `throw new nango.ActionError({ message })` (or this class, imported) fails
+ * the run with that message; the payload stays on the error. The `nango` object's ActionError is
+ * this class, so `instanceof` holds whichever a function uses.
+ */
+export class ActionError<T = Record<string, unknown>> extends Error {
+  override name = 'ActionError'
+  readonly type = 'action_script_runtime_error'
+  readonly payload?: T
+
+  constructor(payload?: T) {
+    const message = (payload as { message?: unknown } | undefined)?.message
+    super(typeof message === 'string' ? message : 'ActionError')
+    if (payload !== undefined) this.payload = payload
+  }
+}

@@ -4,7 +4,15 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import type { Logger } from '../logger.ts'
-import { answerCall, type NangoHandlers, type RunInfo, type ToMain, type ToWorker } from './protocol.ts'
+import {
+  answerCall,
+  type CallError,
+  type NangoHandlers,
+  type ProxyResponse,
+  type RunInfo,
+  type ToMain,
+  type ToWorker,
+} from './protocol.ts'
 
 /** Why a sync function did not complete; `message` is what the run's log and status show. */
 class RunFailure extends Error {
@@ -32,6 +40,14 @@ interface PooledWorker {
 export interface BundleRef {
   hash: string
   code: () => Promise<string>
+}
+
+/** What of a handler's error crosses to the function: a failed request keeps its status and response. */
+function callError(err: Error & { status?: unknown; response?: ProxyResponse }): CallError {
+  const out: CallError = { name: err.name, message: err.message }
+  if (typeof err.status === 'number') out.status = err.status
+  if (err.response) out.response = err.response
+  return out
 }
 
 /** A worker that has imported this many bundles is replaced after its run, to free them. */
@@ -143,11 +159,7 @@ export class WorkerPool {
             answerCall(handlers, m).then(
               (result) => worker.postMessage({ type: 'reply', id: m.id, result } satisfies ToWorker),
               (err: Error) =>
-                worker.postMessage({
-                  type: 'reply',
-                  id: m.id,
-                  error: { name: err.name, message: err.message },
-                } satisfies ToWorker),
+                worker.postMessage({ type: 'reply', id: m.id, error: callError(err) } satisfies ToWorker),
             )
           } else if (m.type === 'done' && m.runId === run.runId) {
             cleanup()

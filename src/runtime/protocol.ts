@@ -19,6 +19,8 @@ export interface ProxyConfig {
   /** Attempts after the first on 429, 5xx and network errors (default 3 for GET and HEAD, else 0) */
   retries?: number
   baseUrlOverride?: string
+  /** How the body is read: JSON when the answer says so (default), 'text', or 'arraybuffer' (bytes) */
+  responseType?: 'json' | 'text' | 'arraybuffer' | 'blob' | 'document' | 'stream'
 }
 
 export interface ProxyResponse {
@@ -41,6 +43,13 @@ interface NangoCalls {
   getMetadata: () => Record<string, unknown>
   getConnection: () => Record<string, unknown>
   getEnvironmentVariables: () => { name: string; value: string }[]
+  /** Replaces (`replace`) or shallow-merges (`merge`) the connection's metadata */
+  setMetadata: (metadata: unknown, mode: 'replace' | 'merge') => null
+  /** The integration as Nango's GET /integrations/{uniqueKey} shows it */
+  getIntegration: () => Record<string, unknown>
+  /** One page of a model's records, as the JSON text of GET /records (`{ next_cursor, records }`) */
+  listRecords: (model: string, cursor: string | null, ids: string[] | null) => string
+  setMergingStrategy: (strategy: unknown, model: string) => null
   log: (message: string, payload: unknown, level: string) => null
   proxy: (config: ProxyConfig) => ProxyResponse
 }
@@ -80,11 +89,44 @@ export interface RunInfo {
   variant: string
   /** ISO time of the last successful run's start, or null (first run, or after a reset) */
   lastSyncDate: string | null
+  /** The integration's provider (its key when it names none) */
+  provider: string
+  /** The integration's default pagination (nango.paginate merges a call's own over it) */
+  pagination: Pagination | null
+}
+
+/** How nango.paginate pages (Nango's provider `proxy.paginate` shape). */
+export interface Pagination {
+  type: 'cursor' | 'link' | 'offset'
+  limit?: number | string
+  limit_name_in_request?: string
+  /** Where the page's items are in the body (dot path); the body itself when absent */
+  response_path?: string
+  /** Paging parameters go in the body rather than the query (default: for POST, PUT and PATCH) */
+  in_body?: boolean
+  cursor_path_in_response?: string
+  cursor_name_in_request?: string
+  link_rel_in_response_header?: string
+  link_path_in_response_body?: string
+  offset_name_in_request?: string
+  offset_start_value?: number
+  offset_calculation_method?: 'per-page' | 'by-response-size'
+}
+
+/**
+ * A failed call as it crosses back to the worker. A failed request keeps what Nango's (axios)
+ * error has: `status`, and `response: { status, data, headers }`.
+ */
+export interface CallError {
+  name: string
+  message: string
+  status?: number
+  response?: ProxyResponse
 }
 
 export type ToWorker =
   | { type: 'run'; run: RunInfo; file: string }
-  | { type: 'reply'; id: number; result?: unknown; error?: { name: string; message: string } }
+  | { type: 'reply'; id: number; result?: unknown; error?: CallError }
 
 export type ToMain =
   | { type: 'ready' }

@@ -1,7 +1,10 @@
 import { pathToFileURL } from 'node:url'
 import { parentPort } from 'node:worker_threads'
 
+import { ActionError } from './nango-module.ts'
+import { type PaginateConfig, paginate } from './paginate.ts'
 import type {
+  CallError,
   NangoArgs,
   NangoCall,
   NangoMethod,
@@ -35,13 +38,45 @@ function call<M extends NangoMethod>(method: M, ...args: NangoArgs<M>): Promise<
 
 const http = (method: string) => (config: ProxyConfig) => call('proxy', { ...config, method })
 
+/** A failed call as the function sees it: a failed request has `status` and `response`, as Nango's. */
+function rejection(error: CallError): Error {
+  const { name, message, ...rest } = error
+  return Object.assign(new Error(message), { name }, rest)
+}
+
+/** The JSON text of a records page, parsed here rather than on the server's thread. */
+const recordsPage = (text: string) =>
+  JSON.parse(text) as { next_cursor: string | null; records: Record<string, unknown>[] }
+
+// Nango's page size for getRecordsByIds
+const IDS_PER_PAGE = 100
+
 function createNango(run: RunInfo) {
+  const log = (message: unknown, ...rest: unknown[]) => {
+    // Nango's rule: a last argument that is an object with a `level` is the options, so both
+    // log(msg, { level: 'error' }) and log(msg, payload, { level: 'error' }) set the level.
+    const last = rest.at(-1)
+    const options =
+      last !== null && typeof last === 'object' && 'level' in last
+        ? (rest.pop() as { level?: string })
+        : undefined
+    return call(
+      'log',
+      typeof message === 'string' ? message : JSON.stringify(message),
+      rest[0] ?? null,
+      LEVELS[options?.level ?? 'info'] ?? 'info',
+    )
+  }
+  const getConnection = () => call('getConnection')
+  let integration: Promise<Record<string, unknown>> | undefined
   return {
     connectionId: run.connectionId,
     providerConfigKey: run.providerConfigKey,
+    provider: run.provider,
     variant: run.variant,
     syncName: run.syncName,
     lastSyncDate: run.lastSyncDate === null ? undefined : new Date(run.lastSyncDate),
+    ActionError,
     batchSave: (records: unknown[], model: string) => call('batchSave', asJson(records), model),
     batchSend: (records: unknown[], model: string) => call('batchSave', asJson(records), model),
     batchUpdate: (records: unknown[], model: string) => call('batchUpdate', asJson(records), model),
@@ -53,30 +88,92 @@ function createNango(run: RunInfo) {
       call('saveCheckpoint', normaliseCheckpoint(checkpoint)),
     clearCheckpoint: () => call('clearCheckpoint'),
     getMetadata: () => call('getMetadata'),
-    getConnection: () => call('getConnection'),
+    setMetadata: async (metadata: Record<string, unknown>) =>
+      void (await call('setMetadata', metadata, 'replace')),
+    updateMetadata: async (metadata: Record<string, unknown>) =>
+      void (await call('setMetadata', metadata, 'merge')),
+    getConnection,
+    /** Nango's: the access token for OAuth2, key and secret for OAuth1, else the credentials */
+    async getToken() {
+      const credentials = ((await getConnection()).credentials ?? {}) as Record<string, unknown>
+      if (credentials.type === 'OAUTH2') return credentials.access_token
+      if (credentials.type === 'OAUTH1') {
+        return { oAuthToken: credentials.oauth_token, oAuthTokenSecret: credentials.oauth_token_secret }
+      }
+      return credentials
+    },
+    // Nango keeps it for 10 minutes; a run sees one integration.
+    getIntegration: () => (integration ??= call('getIntegration')),
     getEnvironmentVariables: () => call('getEnvironmentVariables'),
-    // Nango's rule: a last argument that is an object with a `level` is the options, so both
-    // log(msg, { level: 'error' }) and log(msg, payload, { level: 'error' }) set the level.
-    log: (message: unknown, ...rest: unknown[]) => {
-      const last = rest.at(-1)
-      const options =
-        last !== null && typeof last === 'object' && 'level' in last
-          ? (rest.pop() as { level?: string })
-          : undefined
-      return call(
-        'log',
-        typeof message === 'string' ? message : JSON.stringify(message),
-        rest[0] ?? null,
-        options?.level ?? 'info',
-      )
+    setMergingStrategy: async (merging: { strategy: string }, model: string) =>
+      void (await call('setMergingStrategy', merging, model)),
+    async *listRecords(model: string, options?: { cursor?: string }) {
+      let cursor = options?.cursor ?? null
+      do {
+        const page = recordsPage(await call('listRecords', model, cursor, null))
+        yield* page.records
+        cursor = page.next_cursor
+      } while (cursor)
+    },
+    /** Nango's: a Map from each id asked for (as given) to its record; missing ids are left out */
+    async getRecordsByIds(ids: (string | number)[], model: string) {
+      const found = new Map<string | number, Record<string, unknown>>()
+      for (let i = 0; i < ids.length; i += IDS_PER_PAGE) {
+        const asked = new Map(ids.slice(i, i + IDS_PER_PAGE).map((id) => [String(id), id]))
+        let cursor: string | null = null
+        do {
+          const page = recordsPage(await call('listRecords', model, cursor, [...asked.keys()]))
+          for (const record of page.records) {
+            const id = asked.get(String(record.id))
+            if (id !== undefined) found.set(id, record)
+          }
+          cursor = page.next_cursor
+        } while (cursor)
+      }
+      return found
+    },
+    log,
+    /** Nango's: checks input against a zod schema; each problem is logged and an ActionError thrown */
+    async zodValidateInput({ zodSchema, input }: { zodSchema: ZodLike; input: unknown }) {
+      const parsed = zodSchema.safeParse(input)
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) {
+          await log(`Invalid input provided: ${issue.message} at path ${issue.path.join('.')}`, {
+            level: 'error',
+          })
+        }
+        throw new ActionError({ message: 'Invalid input provided' })
+      }
+      return parsed
     },
     proxy: (config: ProxyConfig) => call('proxy', config),
+    paginate: <T>(config: PaginateConfig) =>
+      paginate<T>(config, run.pagination, (request) => call('proxy', request)),
     get: http('GET'),
     post: http('POST'),
     put: http('PUT'),
     patch: http('PATCH'),
     delete: http('DELETE'),
   }
+}
+
+interface ZodLike {
+  safeParse(
+    input: unknown,
+  ): { success: boolean; error?: { issues: { message: string; path: PropertyKey[] }[] } } & (
+    { success: true } | { success: false; error: { issues: { message: string; path: PropertyKey[] }[] } }
+  )
+}
+
+// Nango's older level names map onto the four a run's log keeps.
+const LEVELS: Record<string, string> = {
+  debug: 'debug',
+  info: 'info',
+  warn: 'warn',
+  error: 'error',
+  verbose: 'debug',
+  silly: 'debug',
+  http: 'info',
 }
 
 /**
@@ -97,6 +194,10 @@ function normaliseCheckpoint(checkpoint: Record<string, unknown>): unknown {
 }
 
 function describe(err: unknown): { message: string; stack?: string } {
+  // Nango shows an ActionError by its payload's message.
+  if (err instanceof ActionError) {
+    return { message: err.message, ...(err.stack ? { stack: err.stack } : {}) }
+  }
   if (err instanceof Error) {
     return { message: `${err.name}: ${err.message}`, ...(err.stack ? { stack: err.stack } : {}) }
   }
@@ -127,9 +228,8 @@ port.on('message', (message: ToWorker) => {
     const waiting = pending.get(message.id)
     if (!waiting) return
     pending.delete(message.id)
-    if (message.error !== undefined) {
-      waiting.reject(Object.assign(new Error(message.error.message), { name: message.error.name }))
-    } else waiting.resolve(message.result)
+    if (message.error !== undefined) waiting.reject(rejection(message.error))
+    else waiting.resolve(message.result)
   }
 })
 

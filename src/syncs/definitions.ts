@@ -1,6 +1,7 @@
 import type { Ajv } from 'ajv'
 import { Type } from 'typebox'
 
+import type { Pagination } from '../runtime/protocol.ts'
 import { parseFrequency } from '../scheduler/frequency.ts'
 import { validateJson } from '../validation.ts'
 
@@ -49,6 +50,28 @@ const IntegrationConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /** nango.paginate's default, in Nango's provider `proxy.paginate` shape; a call's own wins */
+    pagination: Type.Optional(
+      Type.Object(
+        {
+          type: Type.Union([Type.Literal('cursor'), Type.Literal('link'), Type.Literal('offset')]),
+          limit: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.String({ minLength: 1 })])),
+          limit_name_in_request: Type.Optional(Type.String({ minLength: 1 })),
+          response_path: Type.Optional(Type.String({ minLength: 1 })),
+          in_body: Type.Optional(Type.Boolean()),
+          cursor_path_in_response: Type.Optional(Type.String({ minLength: 1 })),
+          cursor_name_in_request: Type.Optional(Type.String({ minLength: 1 })),
+          link_rel_in_response_header: Type.Optional(Type.String({ minLength: 1 })),
+          link_path_in_response_body: Type.Optional(Type.String({ minLength: 1 })),
+          offset_name_in_request: Type.Optional(Type.String({ minLength: 1 })),
+          offset_start_value: Type.Optional(Type.Integer()),
+          offset_calculation_method: Type.Optional(
+            Type.Union([Type.Literal('per-page'), Type.Literal('by-response-size')]),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )
@@ -58,6 +81,7 @@ export interface IntegrationConfig {
   display_name?: string
   base_url?: string
   auth?: { in: 'header' | 'query'; name: string; format?: string }
+  pagination?: Pagination
 }
 
 export interface Integration {

@@ -69,7 +69,8 @@ let run: RunRow
 let logs: RunLogLine[]
 
 beforeAll(async () => {
-  t = await startTestServer(FILES)
+  // strict: the batch with an invalid record fails (the default, warn, is in validation.test.ts)
+  t = await startTestServer(FILES, { SYNCSTORE_RECORD_VALIDATION: 'strict' })
   await setVariable(t.database.db.kysely, t.sealer, t.envId, 'REGION', 'eu-west-1')
   await setVariable(t.database.db.kysely, t.sealer, t.envId, 'API_HOST', 'api.example.com')
   run = (
@@ -101,7 +102,7 @@ it('the run succeeds and stores its log lines in order, with their levels and pa
   expect(logged('invalid')!.payload).toBeNull()
 })
 
-it('batchSave of a record that breaks the schema fails, naming the record and the violation, and writes nothing of that batch', async () => {
+it('strict: batchSave of a record that breaks the schema fails, naming the record and the violation, and writes nothing of that batch', async () => {
   expect(logged('invalid')!.message).toBe('invalid: Invalid Item record e: /n must be integer')
   const items = await records(t, 'kit', 'conn-1', 'Item')
   expect(items.has('d')).toBe(false)
