@@ -6,6 +6,7 @@ import type { Config } from './config.ts'
 import { connectionRoutes } from './connections/routes.ts'
 import type { Sealer } from './crypto.ts'
 import type { Db } from './db/connect.ts'
+import { nangoDeployRoutes } from './deployments/nango-deploy-routes.ts'
 import { functionRoutes } from './deployments/routes.ts'
 import { environmentRoutes } from './environments/routes.ts'
 import { Authenticator, registerAuth } from './http/auth.ts'
@@ -101,5 +102,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(syncRoutes, { db: db.kysely, sealer, wakeups })
   await app.register(integrationsRoute, { db: db.kysely, publicUrl: config.publicUrl })
   await app.register(functionRoutes, { db: db.kysely })
+  await app.register(nangoDeployRoutes, { db: db.kysely })
   return app
 }

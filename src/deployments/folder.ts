@@ -242,7 +242,7 @@ function loadFiles(files: string[]): Promise<LoadResult[]> {
 }
 
 /** Imports the bundles in worker threads, so their top-level code never runs in the server. */
-async function loadInWorker(bundles: Bundle[]): Promise<LoadResult[]> {
+export async function loadInWorker(bundles: Bundle[]): Promise<LoadResult[]> {
   if (bundles.length === 0) return []
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-deploy-'))
   try {

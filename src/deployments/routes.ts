@@ -38,7 +38,7 @@ const NOT_FOUND = errorResponse(
 )
 
 /** Who a deployment made through the API is recorded as (`syncstore deployments list`). */
-const deployer = (principal: Principal) =>
+export const deployer = (principal: Principal) =>
   principal.keyId ? `api key ${principal.keyId}` : `NANGO_SECRET_KEY of ${principal.environment}`
 
 export const functionRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {

@@ -134,8 +134,11 @@ function toHttpError(
     return invalidRequest(part, ajvErrorsToIssues(error.validation as never))
   }
   switch (error.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new HttpError(413, 'request_too_large', `Request body is larger than ${bodyLimitBytes} bytes`)
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': {
+      // A route may take more than the server-wide limit (a deployment carries every bundle).
+      const limit = request.routeOptions.bodyLimit ?? bodyLimitBytes
+      return new HttpError(413, 'request_too_large', `Request body is larger than ${limit} bytes`)
+    }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new HttpError(415, 'invalid_content_type', 'Content-Type header must be application/json')
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':

@@ -1,0 +1,344 @@
+import type { Kysely, Transaction } from 'kysely'
+
+import type { Database, Queryable } from '../db/database.ts'
+import { inTransaction } from '../db/transaction.ts'
+import { canonicalJson } from '../json.ts'
+import { notifyRunsReady } from '../scheduler/wakeups.ts'
+import { provisionSyncs } from '../syncs/provision.ts'
+import type { PreparedSync } from './nango-flows.ts'
+import { type DeploymentSummary, lockForDeployment } from './store.ts'
+
+/**
+ * `nango deploy` against syncstore: the plan the CLI shows before it deploys, and the deployment
+ * itself, in the key's environment, with Nango's rules (packages/shared/lib/services/sync/
+ * sync.service.ts getAndReconcileDifferences, sync/config/deploy.service.ts deploy).
+ */
+
+/** What the deployment covers: everything (`all`), one integration, or one function (`single`). */
+export type DeployMode = 'all' | 'integration' | 'single'
+
+interface SlimSync {
+  name: string
+  providerConfigKey: string
+  connections: number
+  auto_start: boolean
+}
+interface SlimFunction {
+  name: string
+  providerConfigKey: string
+}
+
+/** Nango's ScriptDifferences: the CLI reads every one of these arrays. */
+export interface ScriptDifferences {
+  newSyncs: SlimSync[]
+  updatedSyncs: SlimSync[]
+  deletedSyncs: SlimSync[]
+  newActions: SlimFunction[]
+  updatedActions: SlimFunction[]
+  deletedActions: SlimFunction[]
+  deletedModels: string[]
+  newOnEventScripts: (SlimFunction & { event: string })[]
+  updatedOnEventScripts: (SlimFunction & { event: string })[]
+  deletedOnEventScripts: (SlimFunction & { event: string })[]
+}
+
+/** Nango's SyncDeploymentResult: the CLI prints `name@vversion` of each. */
+export interface DeployedFunction {
+  name: string
+  version: string
+  providerConfigKey: string
+  type: 'sync'
+  models: string[]
+}
+
+type Flow = Pick<PreparedSync, 'integration' | 'name' | 'autoStart' | 'modelNames'>
+
+/**
+ * What deploying `flows` would change: a sync not deployed yet is new, a deployed one is updated
+ * (Nango lists it whether or not it changed), and, unless one function is deployed, the deployed
+ * syncs the deployment does not name (in its integration only, for `integration`) are deleted.
+ * Models a sync no longer has are listed when its integration has connections (their records
+ * stop being written). Actions and on-event scripts are never deployed here: always empty.
+ */
+export async function planNangoDeploy(
+  db: Queryable,
+  environmentId: number,
+  flows: readonly Flow[],
+  mode: DeployMode,
+): Promise<ScriptDifferences> {
+  const [deployed, connectionRows] = await Promise.all([
+    db
+      .selectFrom('sync_definitions')
+      .select(['integration', 'name', 'models'])
+      .where('environment_id', '=', environmentId)
+      .execute(),
+    db
+      .selectFrom('connections')
+      .select(['provider_config_key'])
+      .select((eb) => eb.fn.countAll<string | number>().as('count'))
+      .where('environment_id', '=', environmentId)
+      .groupBy('provider_config_key')
+      .execute(),
+  ])
+  const connections = new Map(connectionRows.map((r) => [r.provider_config_key, Number(r.count)]))
+  const count = (integration: string) => connections.get(integration) ?? 0
+  const byKey = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d]))
+  const plan: ScriptDifferences = {
+    newSyncs: [],
+    updatedSyncs: [],
+    deletedSyncs: [],
+    newActions: [],
+    updatedActions: [],
+    deletedActions: [],
+    deletedModels: [],
+    newOnEventScripts: [],
+    updatedOnEventScripts: [],
+    deletedOnEventScripts: [],
+  }
+  for (const flow of flows) {
+    const before = byKey.get(`${flow.integration}/${flow.name}`)
+    const slim = {
+      name: flow.name,
+      providerConfigKey: flow.integration,
+      connections: count(flow.integration),
+      auto_start: flow.autoStart,
+    }
+    ;(before ? plan.updatedSyncs : plan.newSyncs).push(slim)
+    if (before && count(flow.integration) > 0) {
+      plan.deletedModels.push(...Object.keys(before.models).filter((m) => !flow.modelNames.includes(m)))
+    }
+  }
+  for (const d of removedBy(deployed, flows, mode)) {
+    plan.deletedSyncs.push({
+      name: d.name,
+      providerConfigKey: d.integration,
+      connections: count(d.integration),
+      auto_start: false,
+    })
+  }
+  return plan
+}
+
+/** The deployed syncs a deployment of `flows` removes (Nango's reconcile). */
+function removedBy<T extends { integration: string; name: string }>(
+  deployed: readonly T[],
+  flows: readonly Flow[],
+  mode: DeployMode,
+): T[] {
+  if (mode === 'single' || flows.length === 0) return []
+  const scope = mode === 'integration' ? flows[0]!.integration : undefined
+  const named = new Set(flows.map((f) => `${f.integration}/${f.name}`))
+  return deployed.filter(
+    (d) => (scope === undefined || d.integration === scope) && !named.has(`${d.integration}/${d.name}`),
+  )
+}
+
+export interface NangoDeployOptions {
+  mode: DeployMode
+  /** remove the deployed syncs the deployment does not name (the CLI asks for it on deploy) */
+  reconcile: boolean
+  deployedBy: string
+  /** e.g. "nango deploy (sdk 0.71.10-zero)" */
+  source: string
+}
+
+/**
+ * Deploys `syncs` to the environment in one transaction, as a folder deployment does: bundles and
+ * definitions written, a deployment recorded when anything changed, the syncs that left removed
+ * (with `reconcile`), and the provisioning that follows (new syncs for existing connections,
+ * removed ones stopped, records kept). An integration the environment does not have yet is
+ * created, its provider named by its key (Nango refuses with `unknown_provider_config`; here
+ * `nango deploy` works on a fresh server, as a folder deployment does).
+ *
+ * Versions follow Nango's: the one the CLI sends (`--version` or the file's), else the deployed
+ * version plus one (`"1"`, `"2"`...; a patch for `x.y.z`) when the sync changed, else unchanged.
+ */
+export async function applyNangoDeploy(
+  db: Kysely<Database>,
+  environmentId: number,
+  syncs: readonly PreparedSync[],
+  options: NangoDeployOptions,
+): Promise<{ deployed: DeployedFunction[]; deploymentId: number | null; summary: DeploymentSummary }> {
+  return inTransaction(db, async (trx) => {
+    await lockForDeployment(trx, environmentId)
+    const deployed = await trx
+      .selectFrom('sync_definitions')
+      .select([
+        'integration',
+        'name',
+        'bundle_hash',
+        'description',
+        'frequency',
+        'auto_start',
+        'sync_type',
+        'track_deletes',
+        'models',
+        'extra',
+      ])
+      .where('environment_id', '=', environmentId)
+      .execute()
+    const byKey = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d]))
+    const summary: DeploymentSummary = { integrations: [], added: [], changed: [], removed: [], refused: [] }
+    let deploymentId: string | number | undefined
+    const deployment = async () =>
+      (deploymentId ??= (
+        await trx
+          .insertInto('deployments')
+          .values({
+            environment_id: environmentId,
+            deployed_by: options.deployedBy,
+            source: options.source,
+            summary: JSON.stringify({}),
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow()
+      ).id)
+
+    for (const key of await missingIntegrations(trx, environmentId, syncs)) {
+      await deployment()
+      summary.integrations.push(key)
+      await trx
+        .insertInto('integrations')
+        .values({
+          environment_id: environmentId,
+          unique_key: key,
+          provider: key,
+          display_name: key,
+          config: JSON.stringify({}),
+        })
+        .execute()
+    }
+
+    const results: DeployedFunction[] = []
+    for (const sync of syncs) {
+      const key = `${sync.integration}/${sync.name}`
+      const before = byKey.get(key)
+      const { version: previous, ...extraBefore } = (before?.extra ?? {}) as { version?: unknown }
+      const previousVersion = typeof previous === 'string' ? previous : undefined
+      const values = {
+        bundle_hash: sync.bundle.hash,
+        description: sync.description,
+        frequency: sync.frequency,
+        auto_start: sync.autoStart,
+        sync_type: sync.syncType,
+        track_deletes: sync.trackDeletes,
+        models: sync.models,
+        extra: sync.extra,
+      }
+      const same =
+        before !== undefined &&
+        fingerprint({ ...before, extra: extraBefore }) === fingerprint(values) &&
+        (sync.version === undefined || sync.version === previousVersion)
+      const version = same
+        ? (previousVersion ?? '1')
+        : (sync.version ?? (before ? nextVersion(previousVersion) : '1'))
+      results.push({
+        name: sync.name,
+        version,
+        providerConfigKey: sync.integration,
+        type: 'sync',
+        models: sync.modelNames,
+      })
+      if (same) continue
+      ;(before ? summary.changed : summary.added).push(key)
+      await trx
+        .insertInto('bundles')
+        .values({ hash: sync.bundle.hash, code: sync.bundle.code })
+        .onConflict((oc) => oc.column('hash').doNothing())
+        .execute()
+      const row = {
+        ...values,
+        file: sync.file,
+        frequency_ms: sync.frequencyMs,
+        models: JSON.stringify(sync.models),
+        extra: JSON.stringify({ ...sync.extra, version }),
+        deployment_id: await deployment(),
+        deployed_at: new Date(),
+      }
+      await trx
+        .insertInto('sync_definitions')
+        .values({ environment_id: environmentId, integration: sync.integration, name: sync.name, ...row })
+        .onConflict((oc) => oc.columns(['environment_id', 'integration', 'name']).doUpdateSet(row))
+        .execute()
+    }
+
+    if (options.reconcile) {
+      for (const d of removedBy(deployed, syncs, options.mode)) {
+        await deployment()
+        summary.removed.push(`${d.integration}/${d.name}`)
+        await trx
+          .deleteFrom('sync_definitions')
+          .where('environment_id', '=', environmentId)
+          .where('integration', '=', d.integration)
+          .where('name', '=', d.name)
+          .execute()
+      }
+    }
+
+    if (deploymentId !== undefined) {
+      await trx
+        .updateTable('deployments')
+        .set({ summary: JSON.stringify(summary) })
+        .where('id', '=', deploymentId)
+        .execute()
+      await provisionSyncs(trx, environmentId)
+      // New schedules are due at once.
+      await notifyRunsReady(trx)
+    }
+    return {
+      deployed: results,
+      deploymentId: deploymentId === undefined ? null : Number(deploymentId),
+      summary,
+    }
+  })
+}
+
+/** What decides whether a sync changed: everything written but the version and the file. */
+function fingerprint(s: {
+  bundle_hash: string
+  description: string
+  frequency: string
+  auto_start: boolean
+  sync_type: string
+  track_deletes: boolean
+  models: unknown
+  extra: unknown
+}): string {
+  return canonicalJson([
+    s.bundle_hash,
+    s.description,
+    s.frequency,
+    s.auto_start,
+    s.sync_type,
+    s.track_deletes,
+    s.models,
+    s.extra,
+  ])
+}
+
+async function missingIntegrations(
+  trx: Transaction<Database>,
+  environmentId: number,
+  syncs: readonly PreparedSync[],
+): Promise<string[]> {
+  const wanted = [...new Set(syncs.map((s) => s.integration))]
+  if (wanted.length === 0) return []
+  const existing = await trx
+    .selectFrom('integrations')
+    .select('unique_key')
+    .where('environment_id', '=', environmentId)
+    .where('unique_key', 'in', wanted)
+    .execute()
+  const have = new Set(existing.map((e) => e.unique_key))
+  return wanted.filter((key) => !have.has(key))
+}
+
+/** Nango's version bump (config.service.ts increment): "3" -> "4", "1.2.3" -> "1.2.4". */
+function nextVersion(previous: string | undefined): string {
+  if (previous === undefined) return '1'
+  if (/^\d+$/.test(previous)) return String(Number(previous) + 1)
+  const semver = /^(\d+)\.(\d+)\.(\d+)$/.exec(previous)
+  if (semver) return `${semver[1]}.${semver[2]}.${Number(semver[3]) + 1}`
+  // Nothing Nango could bump either (it refuses the deployment); kept as it is.
+  return previous
+}
