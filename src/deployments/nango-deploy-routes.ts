@@ -13,7 +13,8 @@ import {
   Strict,
   SyncName,
 } from '../http/schemas.ts'
-import { type DeployMode, applyNangoDeploy, planNangoDeploy } from './nango-deploy.ts'
+import { applyNangoDeploy } from './nango-deploy.ts'
+import { type DeployMode, planNangoDeploy } from './nango-plan.ts'
 import { prepareFlows } from './nango-flows.ts'
 import { deployer } from './routes.ts'
 
