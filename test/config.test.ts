@@ -115,6 +115,15 @@ describe('loadConfig', () => {
     }
   })
 
+  it('SYNCSTORE_RECORD_VALIDATION is warn by default, strict or off when set, and nothing else', () => {
+    expect(loadConfig({}, CWD).runs.recordValidation).toBe('warn')
+    expect(loadConfig({ SYNCSTORE_RECORD_VALIDATION: 'strict' }, CWD).runs.recordValidation).toBe('strict')
+    expect(loadConfig({ SYNCSTORE_RECORD_VALIDATION: 'off' }, CWD).runs.recordValidation).toBe('off')
+    expect(problemsOf({ SYNCSTORE_RECORD_VALIDATION: 'loud' })).toEqual([
+      expect.stringMatching(/^SYNCSTORE_RECORD_VALIDATION .*must be one of warn, strict, off/),
+    ])
+  })
+
   it('names every problem in the error message', () => {
     expect(() => loadConfig({ PORT: '70000', LOG_LEVEL: 'loud' }, CWD)).toThrow(
       /Invalid configuration:\n {2}- PORT .*70000.*\n {2}- LOG_LEVEL/,
