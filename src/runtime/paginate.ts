@@ -7,7 +7,12 @@ import type { Pagination, ProxyConfig, ProxyResponse } from './protocol.ts'
  */
 
 type Proxy = (config: ProxyConfig) => Promise<ProxyResponse>
-export type PaginateConfig = ProxyConfig & { paginate?: Partial<Pagination> }
+/** Nango's `on_page`: called after each page with the next page's cursor, link or offset */
+type OnPage = (state: {
+  nextPageParam?: string | number | undefined
+  response: ProxyResponse
+}) => Promise<void>
+export type PaginateConfig = ProxyConfig & { paginate?: Partial<Pagination> & { on_page?: OnPage } }
 
 function validatePagination(p: Partial<Pagination>): asserts p is Pagination {
   if (!p.type) throw new Error('Pagination type is required')
@@ -48,6 +53,7 @@ export async function* paginate<T>(
   }
   const p: Partial<Pagination> = { ...fallback, ...config.paginate }
   validatePagination(p)
+  const onPage = config.paginate?.on_page
   const { paginate: _, ...rest } = config
   const request: ProxyConfig = { ...rest, method: config.method ?? 'GET' }
   const inBody = config.paginate?.in_body ?? ['POST', 'PUT', 'PATCH'].includes(request.method!.toUpperCase())
@@ -79,6 +85,7 @@ export async function* paginate<T>(
       next = getPath(res.data, p.cursor_path_in_response!)
       if (typeof next === 'string') next = next.trim() || undefined
       else if (typeof next !== 'number') next = undefined
+      await onPage?.({ nextPageParam: next as string | number | undefined, response: res })
     } while (next !== undefined)
     return
   }
@@ -90,6 +97,7 @@ export async function* paginate<T>(
       const res = await proxy(request)
       yield itemsOf(res)
       const next = nextLink(p, res)
+      await onPage?.({ nextPageParam: next, response: res })
       if (!next || next === previous) return
       previous = next
       if (URL.canParse(next)) {
@@ -115,6 +123,7 @@ export async function* paginate<T>(
     if (!items || !Array.isArray(items) || items.length === 0) return
     yield items
     if (p.limit && items.length < Number(p.limit)) return
+    await onPage?.({ nextPageParam: offset, response: res })
     offset += byPage ? 1 : items.length
   }
 }

@@ -194,9 +194,15 @@ function normaliseCheckpoint(checkpoint: Record<string, unknown>): unknown {
 }
 
 function describe(err: unknown): { message: string; stack?: string } {
-  // Nango shows an ActionError by its payload's message.
-  if (err instanceof ActionError) {
-    return { message: err.message, ...(err.stack ? { stack: err.stack } : {}) }
+  // Nango shows an ActionError by its payload's message. Recognised by its type, not its class:
+  // a CommonJS bundle may hold another copy of the class.
+  const action = err as { type?: unknown; payload?: { message?: unknown }; message?: unknown; stack?: string }
+  if (action !== null && typeof action === 'object' && action.type === 'action_script_runtime_error') {
+    const message = action.payload?.message ?? action.message
+    return {
+      message: typeof message === 'string' && message !== '' ? message : 'ActionError',
+      ...(action.stack ? { stack: action.stack } : {}),
+    }
   }
   if (err instanceof Error) {
     return { message: `${err.name}: ${err.message}`, ...(err.stack ? { stack: err.stack } : {}) }

@@ -68,7 +68,8 @@ const files = (base: string): Record<string, string> => ({
     ['Item'],
     `for await (const page of nango.paginate({ endpoint: '/offset-items', method: 'POST', data: { q: 'x' },
          paginate: { type: 'offset', offset_name_in_request: 'page.number', offset_start_value: 1,
-                     offset_calculation_method: 'per-page', response_path: 'results', limit: 10, limit_name_in_request: 'page.size' } })) {
+                     offset_calculation_method: 'per-page', response_path: 'results', limit: 10, limit_name_in_request: 'page.size',
+                     on_page: async ({ nextPageParam, response }) => { await nango.log('page', { at: nextPageParam, status: response.status }) } } })) {
        await nango.batchSave(page, 'Item')
      }`,
   ),
@@ -235,6 +236,9 @@ it('paginates by cursor (the integration default), link (absolute URLs in the Li
     { q: 'x', page: { number: 4, size: 10 } },
     { q: 'x', page: { number: 5, size: 10 } },
   ])
+  // on_page after each full page (the short last one ends the paging)
+  const logs = await listRunLogs(t.database.db.kysely, runs.offset!.id)
+  expect(logs.map((l) => l.payload)).toEqual([1, 2, 3, 4].map((at) => ({ at, status: 200 })))
 })
 
 it("keeps a failed request's status and response, retries 429 and 5xx, takes endpoints with or without a slash, baseUrlOverride and responseType", async () => {
