@@ -73,7 +73,8 @@ const files = (base: string): Record<string, string> => ({
        await nango.batchSave(page, 'Item')
      }`,
   ),
-  'calls/integration.json': integrationJson(base, { provider: 'callsapi' }),
+  // One integration per test: a connection runs every sync of its integration
+  'calls/integration.json': integrationJson(base),
   'calls/syncs/http.ts': sync(
     ['Report'],
     `let missing
@@ -89,7 +90,8 @@ const files = (base: string): Record<string, string> => ({
      const bytes = await nango.get({ endpoint: '/where', responseType: 'arraybuffer' })
      ${save(`{ missing, flaky: flaky.data, gaveUp, override: override.data, text: text.data, bytes: bytes.data.length }`)}`,
   ),
-  'calls/syncs/state.ts': sync(
+  'state/integration.json': integrationJson(base, { provider: 'callsapi' }),
+  'state/syncs/state.ts': sync(
     ['Report'],
     `await nango.setMetadata({ a: 1, b: 1 })
      await nango.updateMetadata({ b: 2, c: 3 })
@@ -104,7 +106,8 @@ const files = (base: string): Record<string, string> => ({
      ${save(`{ metadata, token, provider: nango.provider, integration: { unique_key: integration.unique_key, provider: integration.provider } }`)}`,
   ),
   // listRecords and getRecordsByIds read back what an earlier run saved (150: two pages)
-  'calls/syncs/readback.ts': sync(
+  'readback/integration.json': integrationJson(base),
+  'readback/syncs/readback.ts': sync(
     ['Item', 'Report'],
     `const checkpoint = await nango.getCheckpoint()
      if (!checkpoint) {
@@ -117,14 +120,15 @@ const files = (base: string): Record<string, string> => ({
      const found = await nango.getRecordsByIds([3, '150', 'nope'], 'Item')
      ${save(`{ listed, keys: [...found.keys()], n: found.get(3)?.n }`)}`,
   ),
-  'calls/syncs/invalid-input.ts': sync(
+  'failing/integration.json': integrationJson(base),
+  'failing/syncs/invalid-input.ts': sync(
     ['Report'],
     `const schema = z.object({ name: z.string() })
      const ok = await nango.zodValidateInput({ zodSchema: schema, input: { name: 'ada' } })
      await nango.log('valid', { data: ok.data })
      await nango.zodValidateInput({ zodSchema: schema, input: { name: 7 } })`,
   ),
-  'calls/syncs/action-error.ts': sync(
+  'failing/syncs/action-error.ts': sync(
     ['Report'],
     `if (!(new nango.ActionError({}) instanceof Error)) throw new Error('not an Error')
      throw new nango.ActionError({ message: 'The account has no access', code: 'no_access' })`,
@@ -262,23 +266,23 @@ it("keeps a failed request's status and response, retries 429 and 5xx, takes end
 })
 
 it('sets and merges metadata, gets the token, the integration and the provider, and logs at levels', async () => {
-  const { state } = await connect(t, 'calls', 'conn-state', ['state'], {
+  const { state } = await connect(t, 'state', 'conn-state', ['state'], {
     credentials: { type: 'OAUTH2', access_token: 'tok-1' },
     metadata: { old: true },
   })
   expect(state).toMatchObject({ state: 'SUCCEEDED' })
-  const out = await report('calls', 'conn-state')
+  const out = await report('state', 'conn-state')
   expect(out).toMatchObject({
     metadata: { a: 1, b: 2, c: 3 },
     token: 'tok-1',
     provider: 'callsapi',
-    integration: { unique_key: 'calls', provider: 'callsapi' },
+    integration: { unique_key: 'state', provider: 'callsapi' },
   })
   expect((out!.metadata as Record<string, unknown>).old).toBeUndefined()
   const connection = await api<{ metadata: unknown }>(
     t,
     'GET',
-    '/connections/conn-state?provider_config_key=calls',
+    '/connections/conn-state?provider_config_key=state',
   )
   expect(connection.body.metadata).toEqual({ a: 1, b: 2, c: 3 })
 
@@ -294,15 +298,15 @@ it('sets and merges metadata, gets the token, the integration and the provider, 
 })
 
 it('reads back earlier records with listRecords and getRecordsByIds', async () => {
-  const { readback } = await connect(t, 'calls', 'conn-read', ['readback'])
+  const { readback } = await connect(t, 'readback', 'conn-read', ['readback'])
   expect(readback).toMatchObject({ state: 'SUCCEEDED' })
-  expect(await trigger(t, 'calls', 'conn-read', 'readback')).toMatchObject({ state: 'SUCCEEDED' })
+  expect(await trigger(t, 'readback', 'conn-read', 'readback')).toMatchObject({ state: 'SUCCEEDED' })
   // The ids come back as the function gave them; an unknown one is left out
-  expect(await report('calls', 'conn-read')).toMatchObject({ listed: 150, keys: [3, '150'], n: 3 })
+  expect(await report('readback', 'conn-read')).toMatchObject({ listed: 150, keys: [3, '150'], n: 3 })
 })
 
 it('fails a run with an ActionError message; zodValidateInput logs each problem and throws one', async () => {
-  const runs = await connect(t, 'calls', 'conn-fail', ['invalid-input', 'action-error'])
+  const runs = await connect(t, 'failing', 'conn-fail', ['invalid-input', 'action-error'])
   expect(runs['action-error']).toMatchObject({ state: 'FAILED', error: 'The account has no access' })
   expect(runs['invalid-input']).toMatchObject({ state: 'FAILED', error: 'Invalid input provided' })
   const logs = await listRunLogs(t.database.db.kysely, runs['invalid-input']!.id)
