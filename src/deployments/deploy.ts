@@ -9,7 +9,7 @@ import { type Environment, listEnvironments } from '../environments/store.ts'
 import { notifyRunsReady } from '../scheduler/wakeups.ts'
 import { provisionSyncs } from '../syncs/provision.ts'
 import { type Folder, readFolders, type Refusal } from './folder.ts'
-import { type DeploymentSummary, lockForDeployment } from './store.ts'
+import { type DeploymentSummary, knownBundles, lockForDeployment } from './store.ts'
 
 export interface DeployOptions {
   /** Environment names; every environment when empty or absent. */
@@ -59,7 +59,7 @@ export async function deployFolders(
   dirs: readonly string[],
   options: DeployOptions,
 ): Promise<DeployReport> {
-  const folder = await readFolders(dirs)
+  const folder = await readFolders(dirs, (hashes) => knownBundles(db, hashes))
   if (options.strict && folder.refused.length > 0) {
     throw new DeployError(
       `Nothing was deployed (--strict): ${folder.refused.length} file(s) were refused`,

@@ -65,8 +65,14 @@ const OLD_FORMAT =
   "Nango's old nango.yaml format, which syncstore does not load: convert the folder with " +
   '`npx nango migrate-to-zero-yaml` (run inside it)'
 
+/**
+ * What loading some bundles found when they were deployed before: a bundle's definition is fixed
+ * by its code, so a deployment need not load a bundle whose hash is already deployed.
+ */
+export type KnownBundles = (hashes: readonly string[]) => Promise<Map<string, LoadResult>>
+
 /** Reads the integrations in `dirs` (a missing folder holds none). */
-export async function readFolders(dirs: readonly string[]): Promise<Folder> {
+export async function readFolders(dirs: readonly string[], known?: KnownBundles): Promise<Folder> {
   const integrations = new Map<string, FolderIntegration>()
   const refused: Refusal[] = []
   const pending: { integration: FolderIntegration; name: string; file: string; root: string }[] = []
@@ -119,12 +125,17 @@ export async function readFolders(dirs: readonly string[]): Promise<Folder> {
       })
     }
   }
-  const loaded = await loadInWorker(bundled.map((b) => b.bundle))
+  // Only bundles never deployed are loaded: restarting on an unchanged folder starts no worker.
+  const before = known ? await known([...new Set(bundled.map((b) => b.bundle.hash))]) : new Map()
+  const unknown = bundled.filter((b) => !before.has(b.bundle.hash))
+  const results = await loadInWorker(unknown.map((b) => b.bundle))
+  const loaded = new Map(unknown.map((b, i) => [b, results[i]!]))
   const schemaChecker = new Ajv({ strict: false })
-  bundled.forEach(({ target, bundle }, i) => {
+  bundled.forEach((entry) => {
+    const { target, bundle } = entry
     const where = { integration: target.integration.key, name: target.name }
     const refuse = (reason: string) => refused.push({ file: target.file, reason, ...where })
-    const result = loaded[i]!
+    const result = before.get(bundle.hash) ?? loaded.get(entry)!
     if ('error' in result) return refuse(result.error)
     const checked = checkDefinition(where, result.definition, schemaChecker)
     if (checked.problems) return refuse(checked.problems.join('; '))

@@ -8,6 +8,7 @@ import {
   type IntegrationConfig,
   type SyncDefinition,
 } from '../syncs/definitions.ts'
+import type { LoadResult } from './load.worker.ts'
 
 /**
  * What is deployed, read back from the database. Every request and every run reads here (a few
@@ -194,4 +195,47 @@ export async function lockForDeployment(db: Queryable, environmentId: number): P
  */
 export async function lockForProvisioning(db: Queryable, environmentId: number): Promise<void> {
   await sql`SELECT 1 FROM environments WHERE id = ${environmentId} FOR SHARE`.execute(db)
+}
+
+/**
+ * The definitions deployed bundles were loaded into, by hash (as the deploy-time check found them):
+ * a deployment reuses them instead of loading those bundles again.
+ */
+export async function knownBundles(
+  db: Queryable,
+  hashes: readonly string[],
+): Promise<Map<string, LoadResult>> {
+  if (hashes.length === 0) return new Map()
+  const rows = await db
+    .selectFrom('sync_definitions')
+    .distinctOn('bundle_hash')
+    .select([
+      'bundle_hash',
+      'description',
+      'frequency',
+      'models',
+      'auto_start',
+      'sync_type',
+      'track_deletes',
+      'extra',
+    ])
+    .where('bundle_hash', 'in', [...hashes])
+    .execute()
+  return new Map(
+    rows.map((r) => [
+      r.bundle_hash,
+      {
+        definition: {
+          description: r.description,
+          frequency: r.frequency,
+          models: r.models,
+          autoStart: r.auto_start,
+          syncType: r.sync_type,
+          trackDeletes: r.track_deletes,
+          hasExec: true,
+        },
+        extra: r.extra,
+      },
+    ]),
+  )
 }

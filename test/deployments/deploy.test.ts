@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importConnection } from '../../src/connections/service.ts'
 import { createSealer } from '../../src/crypto.ts'
 import { DeployError, deployFolders } from '../../src/deployments/deploy.ts'
-import { readDefinitions } from '../../src/deployments/store.ts'
+import { readFolders } from '../../src/deployments/folder.ts'
+import type { LoadResult } from '../../src/deployments/load.worker.ts'
+import { knownBundles, readDefinitions } from '../../src/deployments/store.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 
@@ -194,5 +196,30 @@ describe('deployFolders', () => {
     expect(report.environments[0]).toMatchObject({ removed: [], changed: ['crm/contacts'] })
     expect(Object.keys(await hashes(dev))).toContain('crm/notes')
     await expect(deploy({ environments: ['nope'] })).rejects.toThrow(/Unknown environment "nope"/)
+  })
+
+  it('a bundle already deployed is not loaded again: its stored definition stands for it', async () => {
+    const deployed = await hashes(dev)
+    const known = await knownBundles(database.db.kysely, Object.values(deployed))
+    expect(known.size).toBe(new Set(Object.values(deployed)).size)
+    // Marked, so the test can tell the stored definition from a fresh load of the file.
+    const marked = new Map<string, LoadResult>()
+    for (const [hash, result] of known) {
+      marked.set(
+        hash,
+        'definition' in result
+          ? { ...result, definition: { ...result.definition, description: 'stored' } }
+          : result,
+      )
+    }
+    const folder = await readFolders(
+      [dir],
+      async (wanted) => new Map(wanted.filter((h) => marked.has(h)).map((h) => [h, marked.get(h)!])),
+    )
+    const syncs = folder.integrations.get('crm')!.syncs
+    expect(syncs.map((s) => [s.name, s.description])).toEqual([
+      ['contacts', 'stored'],
+      ['deals', 'stored'],
+    ])
   })
 })
