@@ -22,20 +22,9 @@ export interface ProxyConfiguration {
 }
 
 /** How nango.paginate pages (Nango's shape); merged over integration.json's `pagination`. */
-export interface Pagination {
-  type: 'cursor' | 'link' | 'offset'
-  limit?: number | string
-  limit_name_in_request?: string
-  response_path?: string
-  in_body?: boolean
-  cursor_path_in_response?: string
-  cursor_name_in_request?: string
-  link_rel_in_response_header?: string
-  link_path_in_response_body?: string
-  offset_name_in_request?: string
-  offset_start_value?: number
-  offset_calculation_method?: 'per-page' | 'by-response-size'
-}
+import type { Pagination } from './runtime/protocol.ts'
+
+export type { Pagination }
 
 /** What a failed request throws (as Nango's): the answer's status, body and headers. */
 export interface ProxyError extends Error {
