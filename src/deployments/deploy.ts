@@ -6,10 +6,9 @@ import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { canonicalJson } from '../json.ts'
 import { type Environment, listEnvironments } from '../environments/store.ts'
-import { notifyRunsReady } from '../scheduler/wakeups.ts'
-import { provisionSyncs } from '../syncs/provision.ts'
 import { type Folder, readFolders, type Refusal } from './folder.ts'
 import { type DeploymentSummary, knownBundles, lockForDeployment } from './store.ts'
+import { startDeployment } from './writer.ts'
 
 export interface DeployOptions {
   /** Environment names; every environment when empty or absent. */
@@ -78,8 +77,6 @@ async function deployFolder(
     const targets = await targetEnvironments(trx, options.environments)
     const reports = []
     for (const env of targets) reports.push(await deployTo(trx, env, folder, options))
-    // New schedules are due at once.
-    await notifyRunsReady(trx)
     return reports
   })
   return { environments, refused: folder.refused }
@@ -126,34 +123,19 @@ async function deployTo(
   const settings = new Map(
     integrations.map((i) => [i.unique_key, canonicalJson([i.provider, i.display_name, i.config])]),
   )
-  // Recorded only when something changes: a restart that deploys the same folder adds no history.
-  let deploymentId: string | number | undefined
-  const deployment = async () =>
-    (deploymentId ??= (
-      await trx
-        .insertInto('deployments')
-        .values({
-          environment_id: env.id,
-          deployed_by: options.deployedBy ?? defaultDeployer(),
-          source: options.source,
-          summary: JSON.stringify({}),
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id)
-  const summary: DeploymentSummary = {
-    integrations: [],
-    added: [],
-    changed: [],
-    removed: [],
-    refused: folder.refused.map(({ file, reason }) => ({ file, reason })),
-  }
+  const deployment = startDeployment(
+    trx,
+    env.id,
+    { deployedBy: options.deployedBy ?? defaultDeployer(), source: options.source },
+    folder.refused.map(({ file, reason }) => ({ file, reason })),
+  )
+  const { summary } = deployment
   let unchanged = 0
 
   for (const integration of folder.integrations.values()) {
     const wanted = canonicalJson([integration.provider, integration.displayName, integration.config])
     if (settings.get(integration.key) !== wanted) {
-      await deployment()
+      await deployment.record()
       summary.integrations.push(integration.key)
     }
     await trx
@@ -181,31 +163,7 @@ async function deployTo(
         unchanged++
         continue
       }
-      ;(before === undefined ? summary.added : summary.changed).push(key)
-      await trx
-        .insertInto('bundles')
-        .values({ hash: sync.bundle.hash, code: sync.bundle.code })
-        .onConflict((oc) => oc.column('hash').doNothing())
-        .execute()
-      const values = {
-        bundle_hash: sync.bundle.hash,
-        file: sync.file,
-        description: sync.description,
-        frequency: sync.frequency,
-        frequency_ms: sync.frequencyMs,
-        auto_start: sync.autoStart,
-        sync_type: sync.syncType,
-        track_deletes: sync.trackDeletes,
-        models: JSON.stringify(sync.models),
-        extra: JSON.stringify(sync.extra),
-        deployment_id: await deployment(),
-        deployed_at: new Date(),
-      }
-      await trx
-        .insertInto('sync_definitions')
-        .values({ environment_id: env.id, integration: integration.key, name: sync.name, ...values })
-        .onConflict((oc) => oc.columns(['environment_id', 'integration', 'name']).doUpdateSet(values))
-        .execute()
+      await deployment.writeSync(integration.key, sync.name, sync, before === undefined)
     }
   }
 
@@ -228,18 +186,11 @@ async function deployTo(
       ) {
         continue
       }
-      summary.removed.push(key)
-      await deployment()
-      await trx
-        .deleteFrom('sync_definitions')
-        .where('environment_id', '=', env.id)
-        .where('integration', '=', d.integration)
-        .where('name', '=', d.name)
-        .execute()
+      await deployment.removeSync(d.integration, d.name)
     }
     for (const key of settings.keys()) {
       if (keptIntegrations.has(key)) continue
-      await deployment()
+      await deployment.record()
       summary.integrations.push(key)
       await trx
         .deleteFrom('integrations')
@@ -249,17 +200,10 @@ async function deployTo(
     }
   }
 
-  if (deploymentId !== undefined) {
-    await trx
-      .updateTable('deployments')
-      .set({ summary: JSON.stringify(summary) })
-      .where('id', '=', deploymentId)
-      .execute()
-  }
-  await provisionSyncs(trx, env.id)
+  const deploymentId = await deployment.finish()
   return {
     environment: env.name,
-    deploymentId: deploymentId === undefined ? null : Number(deploymentId),
+    deploymentId,
     unchanged,
     ...summary,
   }

@@ -3,8 +3,8 @@ import type { Kysely } from 'kysely'
 import type { Database, Queryable } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { notFound } from '../errors.ts'
-import { provisionSyncs } from '../syncs/provision.ts'
-import { type DeploymentSummary, lockForDeployment, readBundle } from './store.ts'
+import { lockForDeployment, readBundle } from './store.ts'
+import { startDeployment } from './writer.ts'
 
 /**
  * What is deployed, as Nango's functions API names it (a sync definition is a "function" of type
@@ -183,34 +183,11 @@ export async function removeFunction(
     if (!(await integrationExists(trx, environmentId, target.integration))) {
       throw notFound('not_found', NO_INTEGRATION)
     }
-    const removed =
-      target.type === 'sync' &&
-      (await trx
-        .deleteFrom('sync_definitions')
-        .where('environment_id', '=', environmentId)
-        .where('integration', '=', target.integration)
-        .where('name', '=', target.name)
-        .returning('id')
-        .executeTakeFirst())
-    if (!removed) throw notFound('not_found', NO_FUNCTION)
-    const summary: DeploymentSummary = {
-      integrations: [],
-      added: [],
-      changed: [],
-      removed: [`${target.integration}/${target.name}`],
-      refused: [],
+    const deployment = startDeployment(trx, environmentId, by)
+    if (target.type !== 'sync' || !(await deployment.removeSync(target.integration, target.name))) {
+      throw notFound('not_found', NO_FUNCTION)
     }
-    const deployment = await trx
-      .insertInto('deployments')
-      .values({
-        environment_id: environmentId,
-        deployed_by: by.deployedBy,
-        source: by.source,
-        summary: JSON.stringify(summary),
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow()
-    await provisionSyncs(trx, environmentId)
-    return { deploymentId: Number(deployment.id) }
+    const deploymentId = await deployment.finish()
+    return { deploymentId: deploymentId! }
   })
 }

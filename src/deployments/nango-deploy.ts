@@ -3,11 +3,10 @@ import type { Kysely, Transaction } from 'kysely'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { canonicalJson } from '../json.ts'
-import { notifyRunsReady } from '../scheduler/wakeups.ts'
-import { provisionSyncs } from '../syncs/provision.ts'
 import type { PreparedSync } from './nango-flows.ts'
 import { type DeployMode, removedBy } from './nango-plan.ts'
 import { type DeploymentSummary, lockForDeployment } from './store.ts'
+import { startDeployment } from './writer.ts'
 
 /**
  * `nango deploy` against syncstore (POST /sync/deploy): the deployment itself, in the key's
@@ -69,24 +68,11 @@ export async function applyNangoDeploy(
       .where('environment_id', '=', environmentId)
       .execute()
     const byKey = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d]))
-    const summary: DeploymentSummary = { integrations: [], added: [], changed: [], removed: [], refused: [] }
-    let deploymentId: string | number | undefined
-    const deployment = async () =>
-      (deploymentId ??= (
-        await trx
-          .insertInto('deployments')
-          .values({
-            environment_id: environmentId,
-            deployed_by: options.deployedBy,
-            source: options.source,
-            summary: JSON.stringify({}),
-          })
-          .returning('id')
-          .executeTakeFirstOrThrow()
-      ).id)
+    const deployment = startDeployment(trx, environmentId, options)
+    const { summary } = deployment
 
     for (const key of await missingIntegrations(trx, environmentId, syncs)) {
-      await deployment()
+      await deployment.record()
       summary.integrations.push(key)
       await trx
         .insertInto('integrations')
@@ -131,54 +117,23 @@ export async function applyNangoDeploy(
         models: sync.modelNames,
       })
       if (same) continue
-      ;(before ? summary.changed : summary.added).push(key)
-      await trx
-        .insertInto('bundles')
-        .values({ hash: sync.bundle.hash, code: sync.bundle.code })
-        .onConflict((oc) => oc.column('hash').doNothing())
-        .execute()
-      const row = {
-        ...values,
-        file: sync.file,
-        frequency_ms: sync.frequencyMs,
-        models: JSON.stringify(sync.models),
-        extra: JSON.stringify({ ...sync.extra, version }),
-        deployment_id: await deployment(),
-        deployed_at: new Date(),
-      }
-      await trx
-        .insertInto('sync_definitions')
-        .values({ environment_id: environmentId, integration: sync.integration, name: sync.name, ...row })
-        .onConflict((oc) => oc.columns(['environment_id', 'integration', 'name']).doUpdateSet(row))
-        .execute()
+      await deployment.writeSync(
+        sync.integration,
+        sync.name,
+        { ...sync, extra: { ...sync.extra, version } },
+        before === undefined,
+      )
     }
 
     if (options.reconcile) {
       for (const d of removedBy(deployed, syncs, options.mode)) {
-        await deployment()
-        summary.removed.push(`${d.integration}/${d.name}`)
-        await trx
-          .deleteFrom('sync_definitions')
-          .where('environment_id', '=', environmentId)
-          .where('integration', '=', d.integration)
-          .where('name', '=', d.name)
-          .execute()
+        await deployment.removeSync(d.integration, d.name)
       }
     }
-
-    if (deploymentId !== undefined) {
-      await trx
-        .updateTable('deployments')
-        .set({ summary: JSON.stringify(summary) })
-        .where('id', '=', deploymentId)
-        .execute()
-      await provisionSyncs(trx, environmentId)
-      // New schedules are due at once.
-      await notifyRunsReady(trx)
-    }
+    const deploymentId = await deployment.finish()
     return {
       deployed: results,
-      deploymentId: deploymentId === undefined ? null : Number(deploymentId),
+      deploymentId,
       summary,
     }
   })
