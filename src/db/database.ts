@@ -50,6 +50,12 @@ export interface ConnectionsTable {
   end_user: Jsonb<Record<string, unknown> | null>
   created_at: CreatedAt
   updated_at: UpdatedAt
+  /** when the stored access token expires (plain, so expiring ones are found without decrypting) */
+  credentials_expires_at: Date | null
+  last_refresh_success: Date | null
+  last_refresh_failure: Date | null
+  refresh_error: string | null
+  refresh_attempts: Generated<number>
 }
 
 export interface DatasetsTable {
@@ -178,6 +184,10 @@ export interface IntegrationsTable {
   provider: string
   display_name: string
   config: Jsonb<Record<string, unknown>>
+  /** sealed JSON object: the integration's own app (client id and secret, scopes...) */
+  credentials: ColumnType<string | null, string | null | undefined, string | null>
+  forward_webhooks: Generated<boolean>
+  created_by: Generated<'deploy' | 'api'>
   created_at: CreatedAt
   updated_at: UpdatedAt
 }
