@@ -38,6 +38,12 @@ export interface ListedSyncFunction {
    * here is deployed.
    */
   source: 'repo'
+  // Beyond Nango's listing: what the definition declares and syncstore keeps without using yet.
+  version?: string
+  endpoints?: unknown[]
+  webhook_subscriptions?: unknown[]
+  metadata_json_schema?: unknown
+  checkpoint_json_schema?: unknown
 }
 
 const columns = [
@@ -64,9 +70,9 @@ interface FunctionRow {
   deployed_at: Date
 }
 
-/** Row to API: Nango's mapper (toDeployedNangoFunction) for a sync. */
+/** Row to API: Nango's mapper (toDeployedNangoFunction) for a sync, then what else is kept. */
 function toListedFunction(row: FunctionRow): ListedSyncFunction {
-  const scopes = row.extra.scopes
+  const { scopes, version, endpoints, webhookSubscriptions, metadata, checkpoint } = row.extra
   return {
     name: row.name,
     description: row.description,
@@ -81,6 +87,11 @@ function toListedFunction(row: FunctionRow): ListedSyncFunction {
     enabled: true,
     last_deployed: row.deployed_at.toISOString(),
     source: 'repo',
+    ...(typeof version === 'string' ? { version } : {}),
+    ...(Array.isArray(endpoints) ? { endpoints } : {}),
+    ...(Array.isArray(webhookSubscriptions) ? { webhook_subscriptions: webhookSubscriptions } : {}),
+    ...(metadata !== undefined ? { metadata_json_schema: metadata } : {}),
+    ...(checkpoint !== undefined ? { checkpoint_json_schema: checkpoint } : {}),
   }
 }
 

@@ -59,6 +59,18 @@ const ListedFunction = Type.Object({
   source: Type.Literal('repo', {
     description: 'Deployed from a folder (`syncstore deploy`, `nango deploy`).',
   }),
+  // Beyond Nango's listing: what the definition declares that syncstore keeps without using yet.
+  version: Type.Optional(Type.String({ description: "The definition's `version` (or nango deploy's)." })),
+  endpoints: Type.Optional(Type.Array(Type.Unknown(), { description: "The definition's `endpoints`." })),
+  webhook_subscriptions: Type.Optional(
+    Type.Array(Type.Unknown(), { description: "The definition's `webhookSubscriptions`." }),
+  ),
+  metadata_json_schema: Type.Optional(
+    Type.Unknown({ description: "The connection metadata's schema (`metadata`), as JSON Schema." }),
+  ),
+  checkpoint_json_schema: Type.Optional(
+    Type.Unknown({ description: "The checkpoint's schema (`checkpoint`), as JSON Schema." }),
+  ),
 })
 
 export const FunctionList = Type.Object({

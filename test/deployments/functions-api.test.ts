@@ -39,6 +39,7 @@ const FILES: Record<string, string> = {
     export default {
       description: 'Deals', frequency: 'every day', autoStart: false, trackDeletes: true,
       version: '2.0.0', scopes: ['deals.read'],
+      endpoints: [{ method: 'GET', path: '/deals' }], webhookSubscriptions: ['deal.updated'],
       models: { Deal: ${JSON.stringify(DEAL)} },
       async exec() {},
     }`,
@@ -116,6 +117,10 @@ async function expected(name: 'contacts' | 'deals' | 'notes_export') {
         auto_start: false,
         track_deletes: true,
         ...meta,
+        // beyond Nango's listing: the declared fields syncstore keeps
+        version: '2.0.0',
+        endpoints: [{ method: 'GET', path: '/deals' }],
+        webhook_subscriptions: ['deal.updated'],
       }
     case 'notes_export':
       return {
