@@ -17,6 +17,19 @@ export interface Connection {
   endUser: JsonObject | null
   createdAt: Date
   updatedAt: Date
+  refresh: RefreshState
+}
+
+/** What the connection records about its token's refreshes (migration 0008). */
+export interface RefreshState {
+  /** When the stored access token expires; null when it never does or is not known */
+  expiresAt: Date | null
+  lastSuccess: Date | null
+  /** The last failed refresh, until one succeeds or the connection is imported again */
+  lastFailure: Date | null
+  error: string | null
+  /** Failed refreshes in a row */
+  attempts: number
 }
 
 /** What lists return: never credentials (they are not even decrypted). */
@@ -49,7 +62,8 @@ export interface ConnectionInput {
   endUser?: JsonObject | undefined
 }
 
-const columns = [
+/** Every column a Connection is read from (credentials/store.ts locks and reads the same). */
+export const connectionColumns = [
   'id',
   'environment_id',
   'provider_config_key',
@@ -61,9 +75,14 @@ const columns = [
   'end_user',
   'created_at',
   'updated_at',
+  'credentials_expires_at',
+  'last_refresh_success',
+  'last_refresh_failure',
+  'refresh_error',
+  'refresh_attempts',
 ] as const
 
-type Row = {
+export type ConnectionRow = {
   id: number
   environment_id: number
   provider_config_key: string
@@ -75,9 +94,14 @@ type Row = {
   end_user: JsonObject | null
   created_at: Date
   updated_at: Date
+  credentials_expires_at: Date | null
+  last_refresh_success: Date | null
+  last_refresh_failure: Date | null
+  refresh_error: string | null
+  refresh_attempts: number
 }
 
-function toConnection(sealer: Sealer, row: Row): Connection {
+export function toConnection(sealer: Sealer, row: ConnectionRow): Connection {
   return {
     id: row.id,
     environmentId: row.environment_id,
@@ -90,7 +114,22 @@ function toConnection(sealer: Sealer, row: Row): Connection {
     endUser: row.end_user,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    refresh: {
+      expiresAt: row.credentials_expires_at,
+      lastSuccess: row.last_refresh_success,
+      lastFailure: row.last_refresh_failure,
+      error: row.refresh_error,
+      attempts: row.refresh_attempts,
+    },
   }
+}
+
+/** The expiry that credentials state (`expires_at`, ISO text or a Date), or null. */
+export function expiryOf(credentials: JsonObject | null | undefined): Date | null {
+  const at = credentials?.expires_at
+  if (typeof at !== 'string' && !(at instanceof Date)) return null
+  const date = new Date(at)
+  return Number.isNaN(date.getTime()) ? null : date
 }
 
 /**
@@ -109,6 +148,11 @@ export async function upsertConnection(
     connection_config: JSON.stringify(input.connectionConfig ?? {}),
     tags: JSON.stringify(input.tags ?? {}),
     end_user: JSON.stringify(input.endUser ?? null),
+    // New credentials: a new expiry, and no refresh failure of the old ones.
+    credentials_expires_at: expiryOf(input.credentials),
+    last_refresh_failure: null,
+    refresh_error: null,
+    refresh_attempts: 0,
   }
   const row = await db
     .insertInto('connections')
@@ -124,7 +168,7 @@ export async function upsertConnection(
         .doUpdateSet({ ...values, updated_at: new Date() }),
     )
     // xmax = 0 only for a freshly inserted row version: tells an insert from an overwrite.
-    .returning([...columns, sql<boolean>`(xmax = 0)`.as('inserted')])
+    .returning([...connectionColumns, sql<boolean>`(xmax = 0)`.as('inserted')])
     .executeTakeFirstOrThrow()
   return { connection: toConnection(sealer, row), created: row.inserted }
 }
@@ -138,7 +182,7 @@ export async function findConnection(
 ): Promise<Connection | undefined> {
   const row = await db
     .selectFrom('connections')
-    .select(columns)
+    .select(connectionColumns)
     .where('environment_id', '=', environmentId)
     .where('provider_config_key', '=', providerConfigKey)
     .where('connection_id', '=', connectionId)
