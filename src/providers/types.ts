@@ -34,8 +34,8 @@ export interface Provider {
   token_expiration_buffer?: number
   /** Where the access token is in a token response, when not `access_token` (dot path) */
   alternate_access_token_response_path?: string
-  /** Another provider this one starts from (Nango's `extends`): its fields, with these winning */
-  extends?: string
+  /** Another provider this one starts from (Nango's `alias`): its top-level fields, these winning */
+  alias?: string
   [other: string]: unknown
 }
 
@@ -46,6 +46,8 @@ export interface ProviderProxy {
   headers?: Record<string, string>
   /** Added to every request's query string (templated as headers) */
   query?: Record<string, string>
+  /** Merged into every JSON request body (templated as headers), e.g. an API key the API wants there */
+  body?: Record<string, string>
   retry?: RetrySignals
   /** nango.paginate's default for the provider */
   paginate?: Pagination
@@ -69,7 +71,7 @@ export interface RetrySignals {
  * SYNCSTORE_PROVIDERS_FILE names. Immutable once built at start (src/providers/catalogue.ts).
  */
 export interface Providers {
-  /** The named provider as the catalogue and file describe it (`extends` applied), or undefined */
+  /** The named provider as the catalogue and file describe it (`alias` applied), or undefined */
   get(name: string): Provider | undefined
   /**
    * The provider an integration uses: `get(integration.provider ?? key)` with its integration.json

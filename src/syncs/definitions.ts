@@ -36,8 +36,10 @@ const IntegrationConfigSchema = Type.Object(
   {
     provider: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
     display_name: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-    /** Where nango.proxy / nango.get send requests */
+    /** Where nango.proxy / nango.get send requests; over the provider's (src/providers/) */
     base_url: Type.Optional(Type.String({ format: 'uri' })),
+    /** Sent on every proxied request, over the provider's; values may hold templates (`${metadata.x}`) */
+    headers: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
     /** How the connection's credentials are sent; by default from the credentials' type */
     auth: Type.Optional(
       Type.Object(
@@ -80,6 +82,7 @@ export interface IntegrationConfig {
   provider?: string
   display_name?: string
   base_url?: string
+  headers?: Record<string, string>
   auth?: { in: 'header' | 'query'; name: string; format?: string }
   pagination?: Pagination
 }
