@@ -117,11 +117,17 @@ async function deployTo(
   const current = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d.bundle_hash]))
   const integrations = await trx
     .selectFrom('integrations')
-    .select(['unique_key', 'provider', 'display_name', 'config'])
+    .select(['unique_key', 'provider', 'display_name', 'config', 'created_by'])
     .where('environment_id', '=', env.id)
     .execute()
+  // An integration created through the API keeps its provider and name: a folder only brings its
+  // integration.json. A deployment removes only the integrations deployments made.
+  const madeByApi = new Set(integrations.filter((i) => i.created_by === 'api').map((i) => i.unique_key))
   const settings = new Map(
-    integrations.map((i) => [i.unique_key, canonicalJson([i.provider, i.display_name, i.config])]),
+    integrations.map((i) => [
+      i.unique_key,
+      canonicalJson(madeByApi.has(i.unique_key) ? [i.config] : [i.provider, i.display_name, i.config]),
+    ]),
   )
   const deployment = startDeployment(
     trx,
@@ -133,7 +139,11 @@ async function deployTo(
   let unchanged = 0
 
   for (const integration of folder.integrations.values()) {
-    const wanted = canonicalJson([integration.provider, integration.displayName, integration.config])
+    const wanted = canonicalJson(
+      madeByApi.has(integration.key)
+        ? [integration.config]
+        : [integration.provider, integration.displayName, integration.config],
+    )
     if (settings.get(integration.key) !== wanted) {
       await deployment.record()
       summary.integrations.push(integration.key)
@@ -149,8 +159,8 @@ async function deployTo(
       })
       .onConflict((oc) =>
         oc.columns(['environment_id', 'unique_key']).doUpdateSet((eb) => ({
-          provider: eb.ref('excluded.provider'),
-          display_name: eb.ref('excluded.display_name'),
+          provider: sql<string>`CASE WHEN integrations.created_by = 'api' THEN integrations.provider ELSE ${eb.ref('excluded.provider')} END`,
+          display_name: sql<string>`CASE WHEN integrations.created_by = 'api' THEN integrations.display_name ELSE ${eb.ref('excluded.display_name')} END`,
           config: eb.ref('excluded.config'),
           updated_at: sql<Date>`CASE WHEN ${settings.get(integration.key) === wanted} THEN integrations.updated_at ELSE now() END`,
         })),
@@ -189,7 +199,7 @@ async function deployTo(
       await deployment.removeSync(d.integration, d.name)
     }
     for (const key of settings.keys()) {
-      if (keptIntegrations.has(key)) continue
+      if (keptIntegrations.has(key) || madeByApi.has(key)) continue
       await deployment.record()
       summary.integrations.push(key)
       await trx

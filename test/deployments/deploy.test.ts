@@ -198,6 +198,51 @@ describe('deployFolders', () => {
     await expect(deploy({ environments: ['nope'] })).rejects.toThrow(/Unknown environment "nope"/)
   })
 
+  it('an integration created through the API keeps its provider and name, and no deployment removes it', async () => {
+    const db = database.db.kysely
+    const integration = (key: string) =>
+      db
+        .selectFrom('integrations')
+        .select(['provider', 'display_name', 'config'])
+        .where('environment_id', '=', dev)
+        .where('unique_key', '=', key)
+        .executeTakeFirst()
+    await db
+      .insertInto('integrations')
+      .values([
+        {
+          environment_id: dev,
+          unique_key: 'gh',
+          provider: 'github',
+          display_name: 'GitHub',
+          created_by: 'api',
+        },
+        {
+          environment_id: dev,
+          unique_key: 'idle',
+          provider: 'slack',
+          display_name: 'Slack',
+          created_by: 'api',
+        },
+      ])
+      .execute()
+    await write({ 'gh/syncs/issues.ts': sync(), 'gh/integration.json': '{"base_url": "http://127.0.0.1:1"}' })
+    const report = await deploy({ environments: ['dev'] })
+    expect(report.environments[0]).toMatchObject({ added: ['gh/issues'], integrations: ['gh'] })
+    expect(await integration('gh')).toEqual({
+      provider: 'github',
+      display_name: 'GitHub',
+      config: { base_url: 'http://127.0.0.1:1' },
+    })
+    expect(await integration('idle')).toMatchObject({ provider: 'slack' })
+
+    await rm(path.join(dir, 'gh'), { recursive: true })
+    const removed = await deploy({ environments: ['dev'] })
+    expect(removed.environments[0]).toMatchObject({ removed: ['gh/issues'], integrations: [] })
+    expect(await integration('gh')).toMatchObject({ provider: 'github', display_name: 'GitHub' })
+    expect(await integration('idle')).toMatchObject({ provider: 'slack' })
+  })
+
   it('a bundle already deployed is not loaded again: its stored definition stands for it', async () => {
     const deployed = await hashes(dev)
     const known = await knownBundles(database.db.kysely, Object.values(deployed))
