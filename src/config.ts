@@ -21,6 +21,11 @@ export interface Config {
   readonly exampleIntegrations: boolean
   /** How this server is reached from outside (links in responses) */
   readonly publicUrl: string
+  /**
+   * SYNCSTORE_PROVIDERS_FILE: providers in Nango's providers.yaml format, over the built-in
+   * catalogue (src/providers/); read once at start.
+   */
+  readonly providersFile: string | null
   /** NANGO_SECRET_KEY_<ENV>: full-scope keys for environment <env> (lower-cased). */
   readonly bootstrapKeys: readonly { readonly environment: string; readonly key: string }[]
   /** 32-byte AES-256-GCM key, or null when data is stored in plain text. */
@@ -110,6 +115,7 @@ const Env = Type.Object(
     SYNCSTORE_DATA_DIR: Type.String({ default: '.syncstore/data' }),
     SYNCSTORE_INTEGRATIONS_DIR: Type.Optional(Type.String()),
     SYNCSTORE_PUBLIC_URL: Type.Optional(Type.String()),
+    SYNCSTORE_PROVIDERS_FILE: Type.Optional(Type.String({ minLength: 1 })),
     SYNCSTORE_ENCRYPTION_KEY: Type.Optional(Type.String()),
     LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info', problem: `must be one of ${LOG_LEVELS.join(', ')}` }),
     // 10 MiB: Nango documents a per-response budget (its PR mentions 50 MiB) but ships it off;
@@ -236,6 +242,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
       path.resolve(cwd, env.SYNCSTORE_INTEGRATIONS_DIR ?? 'integrations'),
     ],
     exampleIntegrations,
+    providersFile: env.SYNCSTORE_PROVIDERS_FILE ? path.resolve(cwd, env.SYNCSTORE_PROVIDERS_FILE) : null,
     publicUrl: (env.SYNCSTORE_PUBLIC_URL ?? `http://localhost:${env.PORT}`).replace(/\/+$/, ''),
     bootstrapKeys,
     encryptionKey,

@@ -14,7 +14,7 @@ export interface ProxyConfiguration {
   params?: Record<string, string | number | boolean | undefined>
   headers?: Record<string, string>
   data?: unknown
-  /** Attempts after the first on 429, 5xx and network errors (default 3 for GET and HEAD, 0 otherwise) */
+  /** Attempts after the first on 429, 5xx (or the provider's retry codes) and network errors; default 0, as Nango */
   retries?: number
   baseUrlOverride?: string
   /** How the body is read: JSON when it is JSON (default), 'text', or 'arraybuffer' (a Uint8Array) */

@@ -10,6 +10,7 @@ import { ensureEnvironment } from './environments/store.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import type { Logger } from './logger.ts'
 import { type Loop, startLoop } from './loop.ts'
+import { loadProviders } from './providers/registry.ts'
 import { runRetention } from './records/retention.ts'
 import { SyncExecutor } from './runs/execute.ts'
 import { WorkerPool } from './runtime/pool.ts'
@@ -43,6 +44,8 @@ export async function startServer(deps: {
   bootstrapKeys: readonly BootstrapKey[]
 }): Promise<Server> {
   const { config, db, logger, sealer } = deps
+  // A providers file that does not load stops the start, before anything runs
+  const providers = await loadProviders(config.providersFile)
   const wakeups =
     config.database.kind === 'postgres'
       ? postgresWakeups(db.kysely, config.database.url, logger)
@@ -66,6 +69,8 @@ export async function startServer(deps: {
     sealer,
     pool,
     recordValidation: config.runs.recordValidation,
+    providers,
+    runTimeoutMs: config.runs.timeoutMs,
   })
   const dispatcher = new Dispatcher({
     db: db.kysely,

@@ -5,6 +5,7 @@ import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { resetDatasets } from '../records/datasets.ts'
 import { readBundle, readDefinition } from '../deployments/store.ts'
+import type { Providers } from '../providers/types.ts'
 import type { WorkerPool } from '../runtime/pool.ts'
 import type { SyncDefinition } from '../syncs/definitions.ts'
 import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
@@ -27,6 +28,10 @@ export interface ExecutorDeps {
   pool: WorkerPool
   /** What a record that fails its model's schema does (default `warn`) */
   recordValidation?: RecordValidation
+  /** The providers integrations name (built-in catalogue and SYNCSTORE_PROVIDERS_FILE) */
+  providers: Providers
+  /** A run's time limit (the pool stops it then): rate-limit waits end before it */
+  runTimeoutMs: number
 }
 
 /** Compiled model validators are kept for this many bundles (a bundle's models never change). */
@@ -69,6 +74,8 @@ export class SyncExecutor implements RunExecutor {
     const counts: ModelCounts = Object.fromEntries(
       models.map((m) => [m, { added: 0, updated: 0, deleted: 0 }]),
     )
+    const providerName = deployed.integration.provider ?? sync.providerConfigKey
+    const provider = this.d.providers.resolve(providerName, deployed.integration)
     const handlers = runHandlers({
       db,
       sealer: this.d.sealer,
@@ -76,6 +83,8 @@ export class SyncExecutor implements RunExecutor {
       sync,
       definition,
       integration: deployed.integration,
+      provider,
+      deadline: Date.now() + this.d.runTimeoutMs,
       validators: this.validatorsOf(definition),
       counts,
       guard: (trx) => assertHoldsRun(trx, run),
@@ -116,8 +125,8 @@ export class SyncExecutor implements RunExecutor {
           providerConfigKey: sync.providerConfigKey,
           variant: sync.variant,
           lastSyncDate: lastSyncDate?.toISOString() ?? null,
-          provider: deployed.integration.provider ?? sync.providerConfigKey,
-          pagination: deployed.integration.pagination ?? null,
+          provider: providerName,
+          pagination: provider?.proxy?.paginate ?? null,
         },
         handlers,
         signal,

@@ -3,19 +3,16 @@ import addFormats from 'ajv-formats'
 import type { Kysely, Transaction } from 'kysely'
 
 import { connectionFull } from '../connections/format.ts'
-import {
-  type Connection,
-  findConnection,
-  lockConnections,
-  readMetadata,
-  writeMetadata,
-} from '../connections/store.ts'
+import { type Connection, lockConnections, readMetadata, writeMetadata } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
+import { integrationClient } from '../credentials/app.ts'
+import { credentialsStale, freshConnection } from '../credentials/refresh.ts'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { readDefinitions } from '../deployments/store.ts'
 import { listVariables } from '../environments/variables-store.ts'
 import { proxyRequest } from '../providers/proxy.ts'
+import type { Provider } from '../providers/types.ts'
 import type { Dataset, WriteGuard } from '../records/datasets.ts'
 import { batchDelete, trackDeletesEnd, trackDeletesStart } from '../records/delete.ts'
 import { isPlainObject } from '../json.ts'
@@ -43,6 +40,10 @@ export interface RunContext {
   sync: SyncRow & { environmentId: number }
   definition: SyncDefinition
   integration: IntegrationConfig
+  /** The integration's provider: built-in catalogue < SYNCSTORE_PROVIDERS_FILE < integration.json */
+  provider: Provider | undefined
+  /** Epoch ms at which the run's time limit ends: a rate-limit wait never goes past it */
+  deadline: number
   /** The definition's models, compiled (compileModels) */
   validators: Map<string, ValidateFunction>
   /** What the run wrote, per model of the definition; the handlers add to it */
@@ -176,9 +177,26 @@ export function runHandlers(c: RunContext): NangoHandlers {
     return true
   }
 
+  /**
+   * The connection, with credentials fit for use: refreshed first when they expire within 15
+   * minutes (credentials/refresh.ts), then kept for the run until they do again. A failed refresh
+   * throws its message into the function, which fails the run unless the function catches it.
+   */
   const loadConnection = async (): Promise<Connection> => {
-    const { environmentId, providerConfigKey, connectionId } = c.sync
-    connection ??= await findConnection(db, sealer, environmentId, providerConfigKey, connectionId)
+    const key = c.sync
+    if (!connection || credentialsStale(connection, c.provider)) {
+      connection = await freshConnection(
+        {
+          db,
+          sealer,
+          oauthApp: async () => ({
+            provider: c.provider,
+            client: await integrationClient(db, sealer, key.environmentId, key.providerConfigKey),
+          }),
+        },
+        key,
+      )
+    }
     if (!connection) throw new Error('The connection no longer exists')
     return connection
   }
@@ -275,6 +293,12 @@ export function runHandlers(c: RunContext): NangoHandlers {
     },
     getEnvironmentVariables: () => listVariables(db, sealer, c.sync.environmentId),
     log: (message, payload, level) => log(level, String(message), payload),
-    proxy: async (config) => proxyRequest(config, c.integration, (await loadConnection()).credentials),
+    proxy: async (config) =>
+      proxyRequest(config, {
+        provider: c.provider,
+        providerName: c.integration.provider ?? c.sync.providerConfigKey,
+        connection: await loadConnection(),
+        deadline: c.deadline,
+      }),
   }
 }

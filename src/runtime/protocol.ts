@@ -16,7 +16,7 @@ export interface ProxyConfig {
   params?: Record<string, string | number | boolean | undefined>
   headers?: Record<string, string>
   data?: unknown
-  /** Attempts after the first on 429, 5xx and network errors (default 3 for GET and HEAD, else 0) */
+  /** Attempts after the first on 429, 5xx (or the provider's retry codes) and network errors; default 0, as Nango */
   retries?: number
   baseUrlOverride?: string
   /** How the body is read: JSON when the answer says so (default), 'text', or 'arraybuffer' (bytes) */

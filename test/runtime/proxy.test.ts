@@ -6,7 +6,8 @@ import { connect, type FakeApi, integrationJson, startApi } from './harness.ts'
 
 /**
  * nango.proxy / nango.get / nango.post from a sync function: requests go to the integration's
- * base_url with the connection's credentials, 429 and 5xx answers are retried with backoff, and a
+ * base_url with the connection's credentials, 429 and 5xx answers are retried with backoff when the
+ * call asks for retries (Nango's default is none), and a
  * request that keeps failing ends in an error the function can catch.
  */
 
@@ -27,13 +28,13 @@ const flaky = `
     description: 'Calls an API that is having a bad day', frequency: 'every hour',
     models: { Order: { type: 'object' } },
     async exec(nango) {
-      const orders = await nango.get({ endpoint: '/orders' })
+      const orders = await nango.get({ endpoint: '/orders', retries: 3 })
       await nango.log('orders', { status: orders.status, data: orders.data })
       const created = await nango.post({ endpoint: '/orders', data: { item: 'book' }, headers: { 'x-request-id': 'r-1' } })
       await nango.log('created', created.data)
       for (const endpoint of ['/down', '/missing']) {
         try {
-          await nango.get({ endpoint })
+          await nango.get({ endpoint, retries: 3 })
           await nango.log(endpoint + ': no error')
         } catch (err) {
           await nango.log((err as Error).message, { level: 'error' })
@@ -110,7 +111,7 @@ it('retries a 429 and a 503, then succeeds; gives up on a 5xx after its retries;
     payload: { received: { item: 'book' }, contentType: 'application/json' },
   })
 
-  // The default: 3 retries after the first attempt, then the error reaches the function.
+  // retries: 3 after the first attempt, then the error reaches the function.
   expect(calls('GET', '/down')).toHaveLength(4)
   expect(logs[2]).toMatchObject({ level: 'error' })
   expect(logs[2]!.message).toMatch(/^proxy GET \/down answered 503: .*still down/)
