@@ -95,6 +95,10 @@ export async function freshConnection(
   return result
 }
 
+/** Whether credentials already read must be renewed before use (a run re-checks the ones it keeps). */
+export const credentialsStale = (c: Connection, provider?: Provider): boolean =>
+  needsRefresh(c, false, provider)
+
 /** Whether the connection's credentials must be renewed before use. */
 function needsRefresh(c: Connection, force: boolean, provider: Provider | undefined): boolean {
   const credentials = c.credentials
