@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 
 import type { Config } from './config.ts'
 import { connectionRoutes } from './connections/routes.ts'
+import { oauthApps } from './credentials/app.ts'
 import type { Sealer } from './crypto.ts'
 import type { Db } from './db/connect.ts'
 import { nangoDeployRoutes } from './deployments/nango-deploy-routes.ts'
@@ -15,11 +16,13 @@ import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './ht
 import { StdErrorSchema } from './http/errors.ts'
 import { metaRoutes } from './http/meta-routes.ts'
 import { openApiOptions } from './http/openapi.ts'
+import { integrationRoutes } from './integrations/routes.ts'
 import { createValidatorCompiler } from './http/validation.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
+import { createProviders } from './providers/registry.ts'
+import type { Providers } from './providers/types.ts'
 import { recordRoutes } from './records/routes.ts'
 import { localWakeups, type Wakeups } from './scheduler/wakeups.ts'
-import { integrationsRoute } from './syncs/integrations-route.ts'
 import { syncRoutes } from './syncs/routes.ts'
 import type { Logger } from './logger.ts'
 
@@ -31,6 +34,8 @@ export interface AppDeps {
   bootstrapKeys: readonly BootstrapKey[]
   /** Wakes the workers of every instance when runs are requested. */
   wakeups?: Wakeups
+  /** The providers integrations name (default: the built-in catalogue alone) */
+  providers?: Providers
 }
 
 /**
@@ -92,7 +97,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const wakeups = deps.wakeups ?? localWakeups()
   await app.register(metaRoutes, { db })
   await app.register(environmentRoutes, { db, sealer })
-  await app.register(connectionRoutes, { db, sealer })
+  const providers = deps.providers ?? createProviders()
+  await app.register(connectionRoutes, { db, sealer, oauthApp: oauthApps(db.kysely, sealer, providers) })
   await app.register(recordRoutes, {
     db,
     sealer,
@@ -100,7 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     pageMemoryBytes: config.pageMemoryBytes,
   })
   await app.register(syncRoutes, { db: db.kysely, sealer, wakeups })
-  await app.register(integrationsRoute, { db: db.kysely, publicUrl: config.publicUrl })
+  await app.register(integrationRoutes, { db: db.kysely, sealer, publicUrl: config.publicUrl })
   await app.register(functionRoutes, { db: db.kysely })
   await app.register(nangoDeployRoutes, { db: db.kysely })
   return app

@@ -30,6 +30,11 @@ const TAGS = [
   },
   { name: 'environment', description: "The key's environment." },
   {
+    name: 'integrations',
+    description:
+      "The environment's integrations: provider, display name and the integration's own app credentials.",
+  },
+  {
     name: 'records',
     description:
       'Records saved by syncs, per connection, model and variant; the connection is named in the Connection-Id and Provider-Config-Key headers.',

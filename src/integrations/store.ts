@@ -206,3 +206,20 @@ export async function deleteIntegrationRow(
     .executeTakeFirst()
   return result.numDeletedRows > 0n
 }
+
+/** The connection ids of the integration's connections (at most `limit`). */
+export async function connectionIdsOf(
+  db: Queryable,
+  environmentId: number,
+  uniqueKey: string,
+  limit?: number,
+): Promise<string[]> {
+  let query = db
+    .selectFrom('connections')
+    .select('connection_id')
+    .where('environment_id', '=', environmentId)
+    .where('provider_config_key', '=', uniqueKey)
+    .orderBy('id')
+  if (limit !== undefined) query = query.limit(limit)
+  return (await query.execute()).map((r) => r.connection_id)
+}

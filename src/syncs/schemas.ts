@@ -135,24 +135,3 @@ export const FrequencyBody = Strict({
 export const VariantParams = Strict({ name: SyncName, variant: VariantName })
 
 export const VariantBody = Strict({ provider_config_key: ProviderConfigKey, connection_id: ConnectionId })
-
-export const IntegrationItem = Type.Object({
-  unique_key: Type.String({ description: 'The folder name (the provider_config_key).' }),
-  provider: Type.String(),
-  display_name: Type.String(),
-  logo: Type.String(),
-  forward_webhooks: Type.Boolean(),
-  created_at: Type.String(),
-  updated_at: Type.String(),
-  syncs: Type.Array(
-    Type.Object({
-      name: Type.String(),
-      description: Type.String(),
-      frequency: Type.String(),
-      models: Type.Array(Type.String()),
-      auto_start: Type.Boolean(),
-      sync_type: Type.String(),
-      track_deletes: Type.Boolean(),
-    }),
-  ),
-})
