@@ -231,6 +231,8 @@ export interface SyncDefinitionsTable {
   track_deletes: boolean
   models: Jsonb<Record<string, object>>
   extra: Jsonb<Record<string, unknown>>
+  /** the deployed file's source, before bundling; null for versions deployed before 0009 */
+  source: ColumnType<string | null, string | null | undefined, string | null>
   deployment_id: ColumnType<string | number, string | number, string | number>
   deployed_at: ColumnType<Date, Date | undefined, Date>
 }

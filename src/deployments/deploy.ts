@@ -111,10 +111,10 @@ async function deployTo(
   await lockForDeployment(trx, env.id)
   const deployed = await trx
     .selectFrom('sync_definitions')
-    .select(['integration', 'name', 'bundle_hash'])
+    .select(['integration', 'name', 'bundle_hash', 'source'])
     .where('environment_id', '=', env.id)
     .execute()
-  const current = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d.bundle_hash]))
+  const current = new Map(deployed.map((d) => [`${d.integration}/${d.name}`, d]))
   const integrations = await trx
     .selectFrom('integrations')
     .select(['unique_key', 'provider', 'display_name', 'config', 'created_by'])
@@ -169,7 +169,8 @@ async function deployTo(
     for (const sync of integration.syncs) {
       const key = `${integration.key}/${sync.name}`
       const before = current.get(key)
-      if (before === sync.bundle.hash) {
+      // A comment changes the source, not always the bundle: the stored source follows it.
+      if (before?.bundle_hash === sync.bundle.hash && before.source === sync.source) {
         unchanged++
         continue
       }

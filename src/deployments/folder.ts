@@ -23,6 +23,8 @@ import type { LoadResult } from './load.worker.ts'
 export interface FolderSync extends CheckedDefinition {
   /** relative to the deployed folder */
   file: string
+  /** the file's source, before bundling */
+  source: string
   bundle: Bundle
   extra: Record<string, unknown>
 }
@@ -111,10 +113,11 @@ export async function readFolders(dirs: readonly string[], known?: KnownBundles)
     }
   }
 
-  const bundled: { target: (typeof pending)[number]; bundle: Bundle }[] = []
+  const bundled: { target: (typeof pending)[number]; bundle: Bundle; source: string }[] = []
   for (const target of pending) {
     try {
-      bundled.push({ target, bundle: await bundleSync(target.file, target.root) })
+      const bundle = await bundleSync(target.file, target.root)
+      bundled.push({ target, bundle, source: await readFile(target.file, 'utf8') })
     } catch (err) {
       if (!(err instanceof BundleError)) throw err
       refused.push({
@@ -142,6 +145,7 @@ export async function readFolders(dirs: readonly string[], known?: KnownBundles)
     target.integration.syncs.push({
       ...checked.definition,
       file: path.relative(target.root, target.file),
+      source: entry.source,
       bundle,
       extra: result.extra,
     })

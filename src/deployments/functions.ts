@@ -157,7 +157,10 @@ export async function findFunction(
   return row && toListedFunction(row as FunctionRow)
 }
 
-/** The bundled code a function runs (what its deployment stored); undefined when there is none. */
+/**
+ * A function's code as Nango returns it: the file deployed (its TypeScript), or for a version
+ * deployed before sources were kept, the bundle it runs; undefined when there is none.
+ */
 export async function findFunctionCode(
   db: Queryable,
   environmentId: number,
@@ -168,12 +171,12 @@ export async function findFunctionCode(
   if (!onlySyncs(type)) return undefined
   const row = await db
     .selectFrom('sync_definitions')
-    .select('bundle_hash')
+    .select(['bundle_hash', 'source'])
     .where('environment_id', '=', environmentId)
     .where('integration', '=', integration)
     .where('name', '=', name)
     .executeTakeFirst()
-  const code = row && (await readBundle(db, row.bundle_hash))
+  const code = row && (row.source ?? (await readBundle(db, row.bundle_hash)))
   return code === undefined ? undefined : { type: 'sync', code }
 }
 

@@ -64,6 +64,7 @@ export async function applyNangoDeploy(
         'track_deletes',
         'models',
         'extra',
+        'source',
       ])
       .where('environment_id', '=', environmentId)
       .execute()
@@ -101,6 +102,7 @@ export async function applyNangoDeploy(
         track_deletes: sync.trackDeletes,
         models: sync.models,
         extra: sync.extra,
+        source: sync.source,
       }
       const same =
         before !== undefined &&
@@ -139,7 +141,7 @@ export async function applyNangoDeploy(
   })
 }
 
-/** What decides whether a sync changed: everything written but the version and the file. */
+/** What decides whether a sync changed: everything written but the version and the file's path. */
 function fingerprint(s: {
   bundle_hash: string
   description: string
@@ -149,6 +151,7 @@ function fingerprint(s: {
   track_deletes: boolean
   models: unknown
   extra: unknown
+  source: string | null
 }): string {
   return canonicalJson([
     s.bundle_hash,
@@ -159,6 +162,7 @@ function fingerprint(s: {
     s.track_deletes,
     s.models,
     s.extra,
+    s.source,
   ])
 }
 

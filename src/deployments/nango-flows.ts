@@ -36,6 +36,8 @@ export interface NangoFlow {
 export interface PreparedSync extends CheckedDefinition {
   /** the file it came from, as Nango names it (`<integration>/syncs/<name>.ts`) */
   file: string
+  /** the TypeScript the CLI sent beside its build */
+  source: string
   bundle: Bundle
   /** Nango's fields kept and shown (endpoints, scopes, metadata schema...), without `version` */
   extra: Record<string, unknown>
@@ -116,6 +118,7 @@ export async function prepareFlows(
     syncs.push({
       ...checked.definition,
       file: `${where.integration}/syncs/${where.name}.ts`,
+      source: flow.fileBody.ts,
       bundle: bundles[i]!,
       extra,
       version: flow.version || undefined,

@@ -83,7 +83,8 @@ export const FunctionItem = Type.Object({ data: ListedFunction })
 export const FunctionCode = Type.Object({
   type: Type.Literal('sync'),
   code: Type.String({
-    description: 'The bundled module the deployment stored (the sync and its local imports).',
+    description:
+      'The file deployed (its TypeScript), as Nango answers; for a version deployed before sources were kept, the bundle it runs.',
   }),
 })
 

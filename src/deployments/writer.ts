@@ -28,6 +28,8 @@ export interface DeploymentWriter {
 export interface DefinitionValues {
   bundle: { hash: string; code: string }
   file: string
+  /** the file's source, before bundling (what Nango's functions API returns as its code) */
+  source: string
   description: string
   frequency: string
   frequencyMs: number
@@ -75,6 +77,7 @@ export function startDeployment(
       const values = {
         bundle_hash: d.bundle.hash,
         file: d.file,
+        source: d.source,
         description: d.description,
         frequency: d.frequency,
         frequency_ms: d.frequencyMs,

@@ -215,6 +215,7 @@ describe('deployFolders', () => {
           unique_key: 'gh',
           provider: 'github',
           display_name: 'GitHub',
+          config: '{}',
           created_by: 'api',
         },
         {
@@ -222,6 +223,7 @@ describe('deployFolders', () => {
           unique_key: 'idle',
           provider: 'slack',
           display_name: 'Slack',
+          config: '{}',
           created_by: 'api',
         },
       ])

@@ -230,9 +230,9 @@ describe('GET /integrations/{uniqueKey}/functions/{name}', () => {
 })
 
 describe('GET /integrations/{uniqueKey}/functions/{name}/code', () => {
-  it('answers the bundle the deployment stored', async () => {
-    const code = await readBundle(db(), (await deployed('contacts')).bundleHash)
-    expect(code).toContain('Contacts')
+  it('answers the source file deployed, as Nango does (not the bundle that runs)', async () => {
+    const code = FILES['crm/syncs/contacts.ts']
+    expect(await readBundle(db(), (await deployed('contacts')).bundleHash)).not.toBe(code)
     expect(await nango.getFunctionCode({ uniqueKey: 'crm', name: 'contacts' })).toEqual({
       type: 'sync',
       code,
