@@ -103,7 +103,7 @@ export async function startServer(deps: {
       },
     }),
   ]
-  const app = await buildApp({ ...deps, wakeups })
+  const app = await buildApp({ ...deps, wakeups, providers })
 
   return {
     app,

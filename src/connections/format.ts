@@ -1,4 +1,4 @@
-import type { Connection, ConnectionSummary, JsonObject } from './store.ts'
+import type { Connection, ConnectionSummary, JsonObject, RefreshState } from './store.ts'
 
 /** Row-to-API mapping for connections, in Nango's key order (formatters/connection.ts). */
 
@@ -15,6 +15,23 @@ function endUserOut(endUser: JsonObject | null) {
   }
 }
 
+/**
+ * Nango lists a connection's active problems in `errors` (`{type: 'auth', log_id}` after a failed
+ * refresh, until one succeeds). syncstore keeps no log per refresh; its entry says instead what
+ * failed, when, and how many attempts in a row.
+ */
+function errorsOf(refresh: Pick<RefreshState, 'lastFailure' | 'error' | 'attempts'>) {
+  if (!refresh.lastFailure) return []
+  return [
+    {
+      type: 'auth',
+      message: refresh.error ?? 'unknown error',
+      failed_at: refresh.lastFailure.toISOString(),
+      attempts: refresh.attempts,
+    },
+  ]
+}
+
 /** The fields every connection format starts with, in Nango's order. */
 function connectionHead(c: ConnectionSummary | Connection, provider: ProviderOf) {
   return {
@@ -22,7 +39,7 @@ function connectionHead(c: ConnectionSummary | Connection, provider: ProviderOf)
     connection_id: c.connectionId,
     provider_config_key: c.providerConfigKey,
     provider: provider(c.providerConfigKey),
-    errors: [],
+    errors: errorsOf(c.refresh),
     end_user: endUserOut(c.endUser),
     tags: c.tags,
     metadata: c.metadata,

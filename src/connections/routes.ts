@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
+import { freshConnection, type OAuthAppOf } from '../credentials/refresh.ts'
 import type { Db } from '../db/connect.ts'
 import { readProviders } from '../deployments/store.ts'
 import { HttpError } from '../errors.ts'
@@ -24,12 +25,15 @@ import { deleteConnection, findConnection, listConnections } from './store.ts'
 export interface ConnectionRoutesOptions {
   db: Db
   sealer: Sealer
+  /** The provider and OAuth client a connection's token is refreshed with */
+  oauthApp: OAuthAppOf
 }
 
 const READ_CREDENTIALS = 'environment:connections:read_credentials'
 
 export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions> = async (app, opts) => {
   const { db, sealer } = opts
+  const refreshDeps = { db: db.kysely, sealer, oauthApp: opts.oauthApp }
 
   app.post(
     '/connections',
@@ -118,13 +122,24 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
         summary: 'Get one connection',
         description:
           `Credentials are included only for a key with ${READ_CREDENTIALS} (otherwise \`{}\`), and ` +
-          'refresh tokens are removed from them unless refresh_token is true.',
+          'refresh tokens are removed from them unless refresh_token is true. With credentials, an OAuth2 ' +
+          'access token that expires within 15 minutes is refreshed first (force_refresh=true: whatever ' +
+          'its expiry), and an OAUTH2_CC one obtained anew. A failed refresh is kept on the connection: ' +
+          "`errors` holds `{type: 'auth', message, failed_at, attempts}` until a refresh succeeds.",
         operationId: 'getConnection',
         params: ConnectionParams,
         querystring: GetConnectionQuery,
         response: {
           200: described('The connection; timestamps end in `+00:00`.', ConnectionFull),
-          ...errors(400, 401),
+          ...errors(401),
+          400: errorResponse(
+            'Invalid parameters (`invalid_query_params`, `invalid_uri_params`), or `invalid_credentials`: ' +
+              'the credentials needed a refresh and the provider refused it (the message says what it answered).',
+          ),
+          424: errorResponse(
+            '`invalid_credentials`: a refresh failed less than 30 s ago and is not retried yet (its message ' +
+              'is repeated); force_refresh=true retries at once.',
+          ),
           403: errorResponse(
             `\`forbidden\`: the key lacks the scope, or asks for a refresh without ${READ_CREDENTIALS}.`,
           ),
@@ -146,13 +161,15 @@ export const connectionRoutes: FastifyPluginAsyncTypebox<ConnectionRoutesOptions
           `Credential and refresh options require the ${READ_CREDENTIALS} scope`,
         )
       }
-      const connection = await findConnection(
-        db.kysely,
-        sealer,
-        request.principal.environmentId,
-        pck,
-        request.params.connectionId,
-      )
+      const key = {
+        environmentId: request.principal.environmentId,
+        providerConfigKey: pck,
+        connectionId: request.params.connectionId,
+      }
+      // Credentials are refreshed only for a caller who gets them (as Nango).
+      const connection = mayReadCredentials
+        ? await freshConnection(refreshDeps, key, { force: stringBoolValue(forceRefresh) })
+        : await findConnection(db.kysely, sealer, key.environmentId, pck, key.connectionId)
       if (!connection) throw new HttpError(404, 'not_found', 'Failed to find connection')
       let credentials: Record<string, unknown> = {}
       if (mayReadCredentials && connection.credentials) {

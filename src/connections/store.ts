@@ -42,6 +42,7 @@ export interface ConnectionSummary {
   endUser: JsonObject | null
   /** Postgres JSON text of created_at: microseconds, `+00:00` */
   created: string
+  refresh: Pick<RefreshState, 'lastFailure' | 'error' | 'attempts'>
 }
 
 /** The internal key of a connection; what records, syncs and schedules hang off. */
@@ -241,6 +242,9 @@ export async function listConnections(
       'tags',
       'end_user',
       sql<string>`to_json(created_at) #>> '{}'`.as('created'),
+      'last_refresh_failure',
+      'refresh_error',
+      'refresh_attempts',
     ])
     .where('environment_id', '=', environmentId)
   if (filter.connectionId !== undefined) query = query.where('connection_id', '=', filter.connectionId)
@@ -273,6 +277,11 @@ export async function listConnections(
     tags: row.tags,
     endUser: row.end_user,
     created: row.created,
+    refresh: {
+      lastFailure: row.last_refresh_failure,
+      error: row.refresh_error,
+      attempts: row.refresh_attempts,
+    },
   }))
 }
 

@@ -67,7 +67,7 @@ export async function freshConnection(
   // Read before the lock: the embedded database has one connection, held by the transaction.
   const app = await deps.oauthApp(key.environmentId, key.providerConfigKey)
 
-  let failure: HttpError | undefined
+  let failure: CredentialsError | undefined
   const result = await db.transaction().execute(async (trx) => {
     const locked = await lockConnection(trx, sealer, seen.id)
     if (!locked) return undefined
@@ -93,6 +93,14 @@ export async function freshConnection(
   })
   if (failure) throw failure
   return result
+}
+
+/**
+ * Credentials that could not be renewed. Its name is what a failed run's error starts with
+ * ("CredentialsError: Refreshing the credentials of connection ... failed: ...").
+ */
+class CredentialsError extends HttpError {
+  override name = 'CredentialsError'
 }
 
 /** Whether credentials already read must be renewed before use (a run re-checks the ones it keeps). */
@@ -124,7 +132,7 @@ function expiresSoon(c: Connection, provider: Provider | undefined): boolean {
 function throwIfCoolingDown(c: Connection): void {
   const failed = c.refresh.lastFailure
   if (!failed || Date.now() - failed.getTime() >= FAILURE_COOLDOWN_MS) return
-  throw new HttpError(
+  throw new CredentialsError(
     424,
     'invalid_credentials',
     `${refreshPrefix(c)}: ${c.refresh.error ?? 'unknown error'} (at ${failed.toISOString()}; not retried ` +
@@ -136,7 +144,7 @@ const refreshPrefix = (c: Connection) =>
   `Refreshing the credentials of connection '${c.connectionId}' of integration '${c.providerConfigKey}' failed`
 
 const refreshFailed = (c: Connection, message: string) =>
-  new HttpError(400, 'invalid_credentials', `${refreshPrefix(c)}: ${message}`)
+  new CredentialsError(400, 'invalid_credentials', `${refreshPrefix(c)}: ${message}`)
 
 const sameTime = (a: Date | null, b: Date | null) => (a?.getTime() ?? null) === (b?.getTime() ?? null)
 
