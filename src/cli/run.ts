@@ -6,6 +6,7 @@ import { CommandError, type CliContext, UsageError } from './context.ts'
 import { DEPLOY_USAGE, DEPLOYMENTS_USAGE, deployCommand, deploymentsCommand } from './deploy.ts'
 import { ENV_VARS_USAGE, envVarsCommand } from './env-vars.ts'
 import { ENVIRONMENTS_USAGE, environmentsCommand } from './environments.ts'
+import { INTEGRATIONS_USAGE, integrationsCommand } from './integrations.ts'
 import { KEYS_USAGE, keysCommand } from './keys.ts'
 import { MIGRATE_USAGE, migrateCommand } from './migrate.ts'
 import { RECORDS_USAGE, recordsCommand } from './records.ts'
@@ -23,6 +24,7 @@ export const USAGE = [
     ...MIGRATE_USAGE,
     ...KEYS_USAGE,
     ...ENV_VARS_USAGE,
+    ...INTEGRATIONS_USAGE,
     ...CONNECTIONS_USAGE,
     ...RECORDS_USAGE,
     ...RUNS_USAGE,
@@ -42,6 +44,7 @@ const COMMANDS = new Map<string, Handler>([
   ['deployments', deploymentsCommand],
   ['keys', keysCommand],
   ['env-vars', envVarsCommand],
+  ['integrations', integrationsCommand],
   ['connections', connectionsCommand],
   ['records', recordsCommand],
   ['runs', runsCommand],
