@@ -21,7 +21,7 @@ export type Grant =
   | { grant_type: 'client_credentials'; scope?: string | undefined }
 
 /** A token endpoint that answered with an error, or could not be reached. */
-export class TokenRequestError extends Error {
+class TokenRequestError extends Error {
   override name = 'TokenRequestError'
 }
 
