@@ -2,6 +2,7 @@ import { pathToFileURL } from 'node:url'
 import { parentPort } from 'node:worker_threads'
 
 import { ActionError } from './nango-module.ts'
+import { asJson, axiosBody, logPayload, logText, normaliseCheckpoint, ownConnection } from './nango-values.ts'
 import { type PaginateConfig, paginate } from './paginate.ts'
 import type {
   CallError,
@@ -10,6 +11,7 @@ import type {
   NangoMethod,
   NangoResult,
   ProxyConfig,
+  ProxyResponse,
   RunInfo,
   ToMain,
   ToWorker,
@@ -36,8 +38,6 @@ function call<M extends NangoMethod>(method: M, ...args: NangoArgs<M>): Promise<
   })
 }
 
-const http = (method: string) => (config: ProxyConfig) => call('proxy', { ...config, method })
-
 /** A failed call as the function sees it: a failed request has `status` and `response`, as Nango's. */
 function rejection(error: CallError): Error {
   const { name, message, ...rest } = error
@@ -51,23 +51,47 @@ const recordsPage = (text: string) =>
 // Nango's page size for getRecordsByIds
 const IDS_PER_PAGE = 100
 
+/** One request through the server, its body (the answer's, or a failed one's) as Nango's gives it. */
+async function request(
+  run: RunInfo,
+  config: ProxyConfig & { connectionId?: unknown; providerConfigKey?: unknown },
+) {
+  ownConnection(run, `nango.proxy ${config.endpoint}`, config.providerConfigKey, config.connectionId)
+  try {
+    const response = await call('proxy', config)
+    return { ...response, data: axiosBody(response.data, config.responseType) }
+  } catch (err) {
+    const response = (err as { response?: ProxyResponse }).response
+    if (response) response.data = axiosBody(response.data, config.responseType)
+    throw err
+  }
+}
+
 function createNango(run: RunInfo) {
-  const log = (message: unknown, ...rest: unknown[]) => {
+  // Nango's setLogger: lines below this level are not sent; 'off', once set, stays.
+  let minimum = 'debug'
+  const log = async (...args: unknown[]) => {
+    if (minimum === 'off' || args.length === 0) return
     // Nango's rule: a last argument that is an object with a `level` is the options, so both
     // log(msg, { level: 'error' }) and log(msg, payload, { level: 'error' }) set the level.
-    const last = rest.at(-1)
+    const last = args.at(-1)
     const options =
       last !== null && typeof last === 'object' && 'level' in last
-        ? (rest.pop() as { level?: string })
+        ? (args.pop() as { level?: string })
         : undefined
-    return call(
-      'log',
-      typeof message === 'string' ? message : JSON.stringify(message),
-      rest[0] ?? null,
-      LEVELS[options?.level ?? 'info'] ?? 'info',
-    )
+    const level = LEVELS[options?.level ?? 'info'] ?? 'info'
+    if (RANK[level]! < RANK[minimum]!) return
+    const [message, payload] = args
+    await call('log', typeof message === 'string' ? message : logText(message), logPayload(payload), level)
   }
-  const getConnection = () => call('getConnection')
+  const http = (method: string) => (config: ProxyConfig) => request(run, { ...config, method })
+  const getConnection = (providerConfigKey?: string, connectionId?: string) => {
+    ownConnection(run, 'nango.getConnection', providerConfigKey, connectionId)
+    return call('getConnection')
+  }
+  const getMetadata = () => call('getMetadata')
+  const setMetadata = async (metadata: Record<string, unknown>) =>
+    void (await call('setMetadata', metadata, 'replace'))
   let integration: Promise<Record<string, unknown>> | undefined
   return {
     connectionId: run.connectionId,
@@ -87,12 +111,17 @@ function createNango(run: RunInfo) {
     saveCheckpoint: (checkpoint: Record<string, unknown>) =>
       call('saveCheckpoint', normaliseCheckpoint(checkpoint)),
     clearCheckpoint: () => call('clearCheckpoint'),
-    getMetadata: () => call('getMetadata'),
-    setMetadata: async (metadata: Record<string, unknown>) =>
-      void (await call('setMetadata', metadata, 'replace')),
+    getMetadata,
+    setMetadata,
     updateMetadata: async (metadata: Record<string, unknown>) =>
       void (await call('setMetadata', metadata, 'merge')),
     getConnection,
+    /** Nango's, deprecated there for setMetadata: replaces the metadata */
+    setFieldMapping: setMetadata,
+    /** Nango's, deprecated there for getMetadata: the metadata's `fieldMapping` */
+    getFieldMapping: async () => ((await getMetadata()).fieldMapping ?? {}) as Record<string, string>,
+    /** Nango's: a model's name in this variant's records (`Model::variant`, the base variant's plain) */
+    modelFullName: (model: string) => (run.variant === 'base' ? model : `${model}::${run.variant}`),
     /** Nango's: the access token for OAuth2, key and secret for OAuth1, else the credentials */
     async getToken() {
       const credentials = ((await getConnection()).credentials ?? {}) as Record<string, unknown>
@@ -133,6 +162,9 @@ function createNango(run: RunInfo) {
       return found
     },
     log,
+    setLogger(logger: { level: string }) {
+      if (minimum !== 'off' && (logger.level === 'off' || logger.level in RANK)) minimum = logger.level
+    },
     /** Nango's: checks input against a zod schema; each problem is logged and an ActionError thrown */
     async zodValidateInput({ zodSchema, input }: { zodSchema: ZodLike; input: unknown }) {
       const parsed = zodSchema.safeParse(input)
@@ -146,9 +178,24 @@ function createNango(run: RunInfo) {
       }
       return parsed
     },
-    proxy: (config: ProxyConfig) => call('proxy', config),
+    proxy: (config: ProxyConfig) => request(run, config),
     paginate: <T>(config: PaginateConfig) =>
-      paginate<T>(config, run.pagination, (request) => call('proxy', request)),
+      paginate<T>(config, run.pagination, (page) => request(run, page)),
+    /**
+     * Nango's: a request straight from the function, not through the proxy (no credentials, no
+     * retries); the fetch Response as is.
+     */
+    uncontrolledFetch: (options: {
+      url: URL | string
+      method?: string
+      headers?: Record<string, string>
+      body?: string | null
+    }) =>
+      fetch(options.url, {
+        method: options.method ?? 'GET',
+        ...(options.headers ? { headers: options.headers } : {}),
+        ...(options.body ? { body: options.body } : {}),
+      }),
     get: http('GET'),
     post: http('POST'),
     put: http('PUT'),
@@ -175,23 +222,7 @@ const LEVELS: Record<string, string> = {
   silly: 'debug',
   http: 'info',
 }
-
-/**
- * Records are stored as JSON, so they cross to the server as JSON would see them: a Date becomes
- * its ISO string (and validates as a date-time string), undefined fields disappear. Done here, in
- * the worker, to keep that work off the server's thread.
- */
-function asJson(records: unknown[]): unknown {
-  return Array.isArray(records) ? (JSON.parse(JSON.stringify(records)) as unknown) : records
-}
-
-/** Dates in a checkpoint are stored as ISO strings (Nango's rule). */
-function normaliseCheckpoint(checkpoint: Record<string, unknown>): unknown {
-  if (checkpoint === null || typeof checkpoint !== 'object') return checkpoint
-  return Object.fromEntries(
-    Object.entries(checkpoint).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]),
-  )
-}
+const RANK: Record<string, number> = { debug: 0, info: 1, warn: 2, error: 3 }
 
 function describe(err: unknown): { message: string; stack?: string } {
   // Nango shows an ActionError by its payload's message. Recognised by its type, not its class:
