@@ -20,6 +20,7 @@ import { integrationRoutes } from './integrations/routes.ts'
 import { createValidatorCompiler } from './http/validation.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import { createProviders } from './providers/registry.ts'
+import { proxyRoutes } from './providers/routes.ts'
 import type { Providers } from './providers/types.ts'
 import { recordRoutes } from './records/routes.ts'
 import { localWakeups, type Wakeups } from './scheduler/wakeups.ts'
@@ -99,6 +100,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(environmentRoutes, { db, sealer })
   const providers = deps.providers ?? createProviders()
   await app.register(connectionRoutes, { db, sealer, oauthApp: oauthApps(db.kysely, sealer, providers) })
+  await app.register(proxyRoutes, { db: db.kysely, sealer, providers })
   await app.register(recordRoutes, {
     db,
     sealer,

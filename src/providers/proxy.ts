@@ -29,6 +29,8 @@ export interface ProxyTarget {
   connection: ProxyConnection
   /** Epoch ms: a retry whose wait would end later is not attempted (the run's time limit) */
   deadline?: number
+  /** Statuses retried besides the provider's (the HTTP proxy's Retry-On header) */
+  retryOn?: readonly number[]
 }
 
 /**
@@ -39,6 +41,39 @@ export interface ProxyTarget {
  * headers ask. A final non-2xx answer throws, like Nango's proxy.
  */
 export async function proxyRequest(config: ProxyConfig, target: ProxyTarget): Promise<ProxyResponse> {
+  const { response, where, deniedWaitMs } = await sendProxied(config, target)
+  const headers = Object.fromEntries(response.headers)
+  const data = await readBody(response, config.responseType)
+  if (!response.ok) {
+    const text = typeof data === 'string' ? data : JSON.stringify(data ?? null)
+    const late =
+      deniedWaitMs === undefined
+        ? ''
+        : ` (the API asked to wait ${Math.ceil(deniedWaitMs / 1000)} s, past the time limit)`
+    throw new ProxyError(`${where} answered ${response.status}${late}: ${text.slice(0, 300)}`, {
+      status: response.status,
+      headers,
+      data,
+    })
+  }
+  return { status: response.status, headers, data }
+}
+
+/** The API's final answer to a proxied request, after any retries. */
+interface Sent {
+  response: Response
+  /** `proxy GET /path`, for messages */
+  where: string
+  /** The API asked to wait this long before a retry, which would have ended past the deadline */
+  deniedWaitMs?: number
+}
+
+/**
+ * Sends the request as the provider says and retries as asked; resolves with the last answer
+ * whatever its status. Throws MissingVariableError for a template the connection cannot fill, and
+ * an Error when the API cannot be reached.
+ */
+export async function sendProxied(config: ProxyConfig, target: ProxyTarget): Promise<Sent> {
   const { provider, providerName } = target
   const values = templateValues(target.connection)
   if (typeof config.endpoint !== 'string') throw new Error('proxy: endpoint must be a string')
@@ -96,27 +131,14 @@ export async function proxyRequest(config: ProxyConfig, target: ProxyTarget): Pr
       await sleep(wait)
       continue
     }
-    const retryable = attempt < retries && isRetryable(response, signals)
+    const retryable = attempt < retries && isRetryable(response, signals, target.retryOn)
     const wait = retryable ? (rateLimitWait(response.headers, signals) ?? backoff(attempt)) : 0
     if (retryable && Date.now() + wait <= deadline) {
       await response.body?.cancel()
       await sleep(wait)
       continue
     }
-    const headersOut = Object.fromEntries(response.headers)
-    const data = await readBody(response, config.responseType)
-    if (!response.ok) {
-      const text = typeof data === 'string' ? data : JSON.stringify(data ?? null)
-      const late = retryable
-        ? ` (the API asked to wait ${Math.ceil(wait / 1000)} s, past the time limit)`
-        : ''
-      throw new ProxyError(`${where} answered ${response.status}${late}: ${text.slice(0, 300)}`, {
-        status: response.status,
-        headers: headersOut,
-        data,
-      })
-    }
-    return { status: response.status, headers: headersOut, data }
+    return { response, where, ...(retryable ? { deniedWaitMs: wait } : {}) }
   }
 }
 
@@ -180,13 +202,21 @@ function defaultAuthorization(headers: Headers, credentials: JsonObject | null):
   }
 }
 
-/** Nango's rule: the provider's error codes when it lists them, else 429 and 5xx; or no calls left. */
-function isRetryable(response: Response, signals: RetrySignals | undefined): boolean {
+/**
+ * Nango's rule: the provider's error codes when it lists them, else 429 and 5xx; the call's own
+ * Retry-On statuses; or an error with no calls left in the window.
+ */
+function isRetryable(
+  response: Response,
+  signals: RetrySignals | undefined,
+  retryOn: readonly number[] = [],
+): boolean {
   const { status } = response
   const listed = signals?.error_code
   if (listed ? listed.some((code) => statusMatches(status, code)) : status === 429 || status >= 500) {
     return true
   }
+  if (retryOn.includes(status)) return true
   return !!signals?.remaining && !response.ok && response.headers.get(signals.remaining) === '0'
 }
 
