@@ -41,21 +41,23 @@ afterAll(() => t.close())
 
 /**
  * Every (method, path) the router knows, from Fastify's route tree printed one method at a time
- * (`commonPrefix: false` prints one line per route node; a child's segment continues its parent's).
- * Fastify adds HEAD for every GET; neither HEAD nor OPTIONS is part of the API.
+ * (one line per tree node, routes or not: a child's segment continues its parent's; a wildcard is
+ * `{*}`, as the document names it). Fastify adds HEAD for every GET; neither HEAD nor OPTIONS is
+ * part of the API.
  */
 function registeredOperations(app: FastifyInstance): string[] {
   const ops = new Set<string>()
   for (const method of app.supportedMethods) {
     if (method === 'HEAD' || method === 'OPTIONS') continue
     const parents: string[] = []
-    for (const line of app.printRoutes({ method, commonPrefix: false }).split('\n')) {
-      const match = /^((?:│ {3}| {4})*)[├└]── (\S+) \(/.exec(line)
+    for (const line of app.printRoutes({ method }).split('\n')) {
+      const match = /^((?:│ {3}| {4})*)[├└]── (\S+)( \()?/.exec(line)
       if (!match) continue
       parents.length = match[1]!.length / 4
       parents.push(match[2]!)
+      if (!match[3]) continue
       const path = parents.join('').replace(/(.)\/$/, '$1')
-      ops.add(`${method} ${path.replace(/:(\w+)/g, '{$1}')}`)
+      ops.add(`${method} ${path.replace(/:(\w+)/g, '{$1}').replace(/\*$/, '{*}')}`)
     }
   }
   return [...ops].sort()
