@@ -18,6 +18,8 @@ export interface ProxyConfig {
   data?: unknown
   /** Attempts after the first on 429, 5xx (or the provider's retry codes) and network errors; default 0, as Nango */
   retries?: number
+  /** Statuses also retried (Nango's `retryOn`: workable's templates send [404, 429]) */
+  retryOn?: number[]
   baseUrlOverride?: string
   /** How the body is read: JSON when the answer says so (default), 'text', or 'arraybuffer' (bytes) */
   responseType?: 'json' | 'text' | 'arraybuffer' | 'blob' | 'document' | 'stream'
