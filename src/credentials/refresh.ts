@@ -58,11 +58,12 @@ export interface ConnectionKey {
 export async function freshConnection(
   deps: RefreshDeps,
   key: ConnectionKey,
-  { force = false }: { force?: boolean } = {},
+  /** `provider`: the integration's, when the caller has it (its token_expiration_buffer counts) */
+  { force = false, provider }: { force?: boolean; provider?: Provider | undefined } = {},
 ): Promise<Connection | undefined> {
   const { db, sealer } = deps
   const seen = await findConnection(db, sealer, key.environmentId, key.providerConfigKey, key.connectionId)
-  if (!seen || !needsRefresh(seen, force, undefined)) return seen
+  if (!seen || !needsRefresh(seen, force, provider)) return seen
   if (!force) throwIfCoolingDown(seen)
   // Read before the lock: the embedded database has one connection, held by the transaction.
   const app = await deps.oauthApp(key.environmentId, key.providerConfigKey)

@@ -195,6 +195,7 @@ export function runHandlers(c: RunContext): NangoHandlers {
           }),
         },
         key,
+        { provider: c.provider },
       )
     }
     if (!connection) throw new Error('The connection no longer exists')
