@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -61,7 +62,8 @@ beforeAll(async () => {
       'machine/integration.json': JSON.stringify({ provider: 'test-cc' }),
       'machine/syncs/me.ts': meSync,
     },
-    { SYNCSTORE_PROVIDERS_FILE: providersFile },
+    // Encrypted at rest: refreshed tokens must be stored sealed like imported ones.
+    { SYNCSTORE_PROVIDERS_FILE: providersFile, SYNCSTORE_ENCRYPTION_KEY: randomBytes(32).toString('base64') },
   )
   const res = await api(t, 'PATCH', '/integrations/crm', {
     credentials: { type: 'OAUTH2', client_id: oauth.client.id, client_secret: oauth.client.secret },
@@ -129,6 +131,17 @@ describe('refresh before use', () => {
     expect(credentials.raw).toMatchObject({ access_token: newest, expires_in: 3600 })
     expect(Date.parse(credentials.expires_at) - Date.now()).toBeGreaterThan(3500_000)
     expect(conn.body.errors).toEqual([])
+
+    // Stored sealed; the expiry beside it in plain, for finding expiring tokens without decrypting.
+    const row = await t.database.db.kysely
+      .selectFrom('connections')
+      .select(['credentials', 'credentials_expires_at', 'last_refresh_success'])
+      .where('connection_id', '=', 'after-expiry')
+      .executeTakeFirstOrThrow()
+    expect(row.credentials).toMatch(/^enc:v1:/)
+    expect(row.credentials).not.toContain(newest)
+    expect(row.credentials_expires_at?.toISOString()).toBe(credentials.expires_at)
+    expect(row.last_refresh_success).toBeInstanceOf(Date)
   })
 
   it('GET /connections/{id}: refreshes an expiring token, and force_refresh=true a fresh one', async () => {
