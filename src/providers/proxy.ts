@@ -80,7 +80,7 @@ export async function sendProxied(config: ProxyConfig, target: ProxyTarget): Pro
   const template = provider?.proxy?.base_url
   const base =
     config.baseUrlOverride ??
-    (template && interpolate(template, values, `The base URL of provider ${providerName} (${template})`))
+    (template && interpolate(template, values, `The base URL of provider ${providerName}`))
   if (!base) {
     throw new Error(
       `Provider ${providerName} has no base URL: name a known provider or add base_url to its integration.json`,
