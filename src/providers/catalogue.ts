@@ -22,6 +22,19 @@ const graphNextLink: Pagination = {
   link_path_in_response_body: '@odata.nextLink',
   response_path: 'value',
 }
+/** A cursor the response names (a dot path) and the next request sends back */
+const cursorPaging = (
+  inRequest: string,
+  inResponse: string,
+  limitParam: string,
+  items?: string,
+): Pagination => ({
+  type: 'cursor',
+  cursor_name_in_request: inRequest,
+  cursor_path_in_response: inResponse,
+  limit_name_in_request: limitParam,
+  ...(items ? { response_path: items } : {}),
+})
 const linkHeader = (limitParam?: string): Pagination => ({
   type: 'link',
   link_rel_in_response_header: 'next',
@@ -139,13 +152,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
     proxy: {
       base_url: 'https://${connectionConfig.subdomain}.chargebee.com',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'offset',
-        cursor_path_in_response: 'next_offset',
-        limit_name_in_request: 'limit',
-        response_path: 'list',
-      },
+      paginate: cursorPaging('offset', 'next_offset', 'limit', 'list'),
     },
   },
   datadog: {
@@ -198,13 +205,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
     proxy: {
       base_url: 'https://api.lever.co',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'offset',
-        cursor_path_in_response: 'next',
-        limit_name_in_request: 'limit',
-        response_path: 'data',
-      },
+      paginate: cursorPaging('offset', 'next', 'limit', 'data'),
     },
   },
   mandrill: {
@@ -249,13 +250,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
       base_url: 'https://app.pennylane.com',
       retry: waitSeconds,
       // API v2 lists
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'cursor',
-        cursor_path_in_response: 'next_cursor',
-        limit_name_in_request: 'limit',
-        response_path: 'items',
-      },
+      paginate: cursorPaging('cursor', 'next_cursor', 'limit', 'items'),
     },
   },
   pinterest: {
@@ -269,13 +264,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
     proxy: {
       base_url: 'https://api.pinterest.com',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'bookmark',
-        cursor_path_in_response: 'bookmark',
-        limit_name_in_request: 'page_size',
-        response_path: 'items',
-      },
+      paginate: cursorPaging('bookmark', 'bookmark', 'page_size', 'items'),
     },
   },
   posthog: {
@@ -430,12 +419,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
       // Web API methods are paths: conversations.list, users.info...
       base_url: 'https://slack.com/api',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'cursor',
-        cursor_path_in_response: 'response_metadata.next_cursor',
-        limit_name_in_request: 'limit',
-      },
+      paginate: cursorPaging('cursor', 'response_metadata.next_cursor', 'limit'),
     },
   },
   hubspot: {
@@ -447,13 +431,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
     proxy: {
       base_url: 'https://api.hubapi.com',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'after',
-        cursor_path_in_response: 'paging.next.after',
-        limit_name_in_request: 'limit',
-        response_path: 'results',
-      },
+      paginate: cursorPaging('after', 'paging.next.after', 'limit', 'results'),
     },
   },
   salesforce: {
@@ -484,13 +462,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
       // Every request names the API version it was written for
       headers: { 'notion-version': '2022-06-28' },
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'start_cursor',
-        cursor_path_in_response: 'next_cursor',
-        limit_name_in_request: 'page_size',
-        response_path: 'results',
-      },
+      paginate: cursorPaging('start_cursor', 'next_cursor', 'page_size', 'results'),
     },
   },
   jira: {
@@ -511,13 +483,7 @@ export const BUILT_IN: Readonly<Record<string, Provider>> = {
     proxy: {
       base_url: 'https://www.googleapis.com',
       retry: waitSeconds,
-      paginate: {
-        type: 'cursor',
-        cursor_name_in_request: 'pageToken',
-        cursor_path_in_response: 'nextPageToken',
-        limit_name_in_request: 'maxResults',
-        response_path: 'items',
-      },
+      paginate: cursorPaging('pageToken', 'nextPageToken', 'maxResults', 'items'),
     },
   },
 }
