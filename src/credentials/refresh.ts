@@ -65,6 +65,30 @@ export async function freshConnection(
   const seen = await findConnection(db, sealer, key.environmentId, key.providerConfigKey, key.connectionId)
   if (!seen || !needsRefresh(seen, force, provider)) return seen
   if (!force) throwIfCoolingDown(seen)
+  // Callers of this process that need the same refresh share one: one database connection waits
+  // on the row lock instead of one per caller (the lock is what makes it one across processes).
+  let inFlight = flights.get(db)
+  if (!inFlight) flights.set(db, (inFlight = new Map()))
+  const flightKey = `${seen.id}:${force}`
+  let flight = inFlight.get(flightKey)
+  if (!flight) {
+    flight = refreshLocked(deps, key, seen, force).finally(() => inFlight.delete(flightKey))
+    inFlight.set(flightKey, flight)
+  }
+  return flight
+}
+
+/** Refreshes in progress in this process, per database and connection (a pure optimisation). */
+const flights = new WeakMap<Kysely<Database>, Map<string, Promise<Connection | undefined>>>()
+
+/** The refresh itself, under the row lock; `seen` is the connection as read before it. */
+async function refreshLocked(
+  deps: RefreshDeps,
+  key: ConnectionKey,
+  seen: Connection,
+  force: boolean,
+): Promise<Connection | undefined> {
+  const { db, sealer } = deps
   // Read before the lock: the embedded database has one connection, held by the transaction.
   const app = await deps.oauthApp(key.environmentId, key.providerConfigKey)
 
