@@ -17,6 +17,7 @@ import { StdErrorSchema } from './http/errors.ts'
 import { metaRoutes } from './http/meta-routes.ts'
 import { openApiOptions } from './http/openapi.ts'
 import { integrationRoutes } from './integrations/routes.ts'
+import { nangoWebhookRoutes } from './nango/routes.ts'
 import { createValidatorCompiler } from './http/validation.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import { createProviders } from './providers/registry.ts'
@@ -111,5 +112,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(integrationRoutes, { db: db.kysely, sealer, publicUrl: config.publicUrl })
   await app.register(functionRoutes, { db: db.kysely })
   await app.register(nangoDeployRoutes, { db: db.kysely })
+  await app.register(nangoWebhookRoutes, { db: db.kysely, sealer })
   return app
 }

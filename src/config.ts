@@ -70,6 +70,8 @@ export interface Config {
     readonly deleteAfterDays: number
     readonly intervalMs: number
   }
+  /** A paired environment's connections are reconciled with its Nango this often (SPEC 6.5). */
+  readonly nango: { readonly reconcileMs: number }
 }
 
 export type DatabaseTarget =
@@ -153,6 +155,9 @@ const Env = Type.Object(
     SYNCSTORE_PRUNE_AFTER_DAYS: integer(30, 0, 36500),
     SYNCSTORE_DELETE_AFTER_DAYS: integer(60, 0, 36500),
     SYNCSTORE_RETENTION_INTERVAL_MS: integer(60_000, 1000, 86_400_000),
+    // 5 minutes: webhooks carry changes at once; the reconcile only repairs a lost one, and each pass
+    // lists every connection of the paired Nango.
+    SYNCSTORE_NANGO_RECONCILE_MS: integer(300_000, 1000, 86_400_000),
   },
   {
     // NANGO_SECRET_KEY_<ENV>: a full-scope key for environment <env>.
@@ -270,6 +275,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
       deleteAfterDays: env.SYNCSTORE_DELETE_AFTER_DAYS,
       intervalMs: env.SYNCSTORE_RETENTION_INTERVAL_MS,
     },
+    nango: { reconcileMs: env.SYNCSTORE_NANGO_RECONCILE_MS },
   })
 }
 

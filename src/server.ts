@@ -10,6 +10,7 @@ import { ensureEnvironment } from './environments/store.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import type { Logger } from './logger.ts'
 import { type Loop, startLoop } from './loop.ts'
+import { reconcileDue } from './nango/reconcile.ts'
 import { loadProviders } from './providers/registry.ts'
 import { runRetention } from './records/retention.ts'
 import { SyncExecutor } from './runs/execute.ts'
@@ -92,6 +93,14 @@ export async function startServer(deps: {
       intervalMs: 1000,
       logger,
       run: async () => void (await deliverDue(db.kysely, sealer, logger)),
+    }),
+    startLoop({
+      name: 'nango-reconcile',
+      // Each pass claims the paired environments whose reconcile is due: one process reconciles each.
+      intervalMs: config.nango.reconcileMs,
+      logger,
+      run: async (signal) =>
+        void (await reconcileDue(db.kysely, sealer, { intervalMs: config.nango.reconcileMs, signal, logger })),
     }),
     startLoop({
       name: 'retention',

@@ -9,6 +9,7 @@ import { ENVIRONMENTS_USAGE, environmentsCommand } from './environments.ts'
 import { INTEGRATIONS_USAGE, integrationsCommand } from './integrations.ts'
 import { KEYS_USAGE, keysCommand } from './keys.ts'
 import { MIGRATE_USAGE, migrateCommand } from './migrate.ts'
+import { NANGO_USAGE, nangoCommand } from './nango.ts'
 import { RECORDS_USAGE, recordsCommand } from './records.ts'
 import { RUNS_USAGE, runsCommand } from './runs.ts'
 import { WEBHOOKS_USAGE, webhooksCommand } from './webhooks.ts'
@@ -26,6 +27,7 @@ export const USAGE = [
     ...ENV_VARS_USAGE,
     ...INTEGRATIONS_USAGE,
     ...CONNECTIONS_USAGE,
+    ...NANGO_USAGE,
     ...RECORDS_USAGE,
     ...RUNS_USAGE,
     ...WEBHOOKS_USAGE,
@@ -46,6 +48,7 @@ const COMMANDS = new Map<string, Handler>([
   ['env-vars', envVarsCommand],
   ['integrations', integrationsCommand],
   ['connections', connectionsCommand],
+  ['nango', nangoCommand],
   ['records', recordsCommand],
   ['runs', runsCommand],
   ['webhooks', webhooksCommand],

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
-import type { Kysely } from 'kysely'
+import type { Kysely, Transaction } from 'kysely'
 import type { Static } from 'typebox'
 
 import type { Sealer } from '../crypto.ts'
@@ -37,22 +37,32 @@ export async function importConnection(
   environmentId: number,
   body: Static<typeof PostConnectionBody>,
 ): Promise<{ connection: Connection; created: boolean }> {
-  const connectionId = body.connection_id ?? randomUUID()
-  return inTransaction(db, async (trx) => {
-    await lockForProvisioning(trx, environmentId)
-    const saved = await upsertConnection(trx, sealer, environmentId, {
-      providerConfigKey: body.provider_config_key,
-      connectionId,
-      metadata: body.metadata,
-      credentials: body.credentials && withRaw(body.credentials),
-      connectionConfig: body.connection_config,
-      tags: tagsFor(body.tags, body.end_user),
-      endUser: body.end_user,
-    })
-    const { created } = await provisionSyncs(trx, environmentId, [saved.connection.id])
-    if (created > 0) await notifyRunsReady(trx)
-    return saved
+  return inTransaction(db, (trx) => saveConnection(trx, sealer, environmentId, body))
+}
+
+/**
+ * importConnection's work in the caller's transaction, for callers that change more in the same
+ * one (a connection taken from a paired Nango, src/nango/).
+ */
+export async function saveConnection(
+  trx: Transaction<Database>,
+  sealer: Sealer,
+  environmentId: number,
+  body: Static<typeof PostConnectionBody>,
+): Promise<{ connection: Connection; created: boolean }> {
+  await lockForProvisioning(trx, environmentId)
+  const saved = await upsertConnection(trx, sealer, environmentId, {
+    providerConfigKey: body.provider_config_key,
+    connectionId: body.connection_id ?? randomUUID(),
+    metadata: body.metadata,
+    credentials: body.credentials && withRaw(body.credentials),
+    connectionConfig: body.connection_config,
+    tags: tagsFor(body.tags, body.end_user),
+    endUser: body.end_user,
   })
+  const { created } = await provisionSyncs(trx, environmentId, [saved.connection.id])
+  if (created > 0) await notifyRunsReady(trx)
+  return saved
 }
 
 /** Nango keeps what the provider sent for OAuth credentials beside the fields it reads. */

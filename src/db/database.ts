@@ -56,6 +56,8 @@ export interface ConnectionsTable {
   last_refresh_failure: Date | null
   refresh_error: string | null
   refresh_attempts: Generated<number>
+  /** set when the paired Nango deleted it: its syncs stay stopped (migration 0010) */
+  deleted_upstream_at: ColumnType<Date | null, Date | null | undefined, Date | null>
 }
 
 export interface DatasetsTable {
@@ -262,6 +264,26 @@ export interface Database {
   bundles: BundlesTable
   deployments: DeploymentsTable
   sync_definitions: SyncDefinitionsTable
+  nango_pairings: NangoPairingsTable
+}
+
+/** An environment paired with a Nango instance (SPEC 6.5, migration 0010). */
+export interface NangoPairingsTable {
+  environment_id: number
+  url: string
+  /** sealed JSON string */
+  secret_key: string
+  /** sealed JSON string */
+  webhook_secret: string | null
+  paired_at: CreatedAt
+  reconcile_due_at: ColumnType<Date, Date | undefined, Date>
+  reconcile_lease_until: Date | null
+  last_reconcile_at: Date | null
+  last_reconcile_outcome: 'succeeded' | 'failed' | null
+  last_reconcile_error: string | null
+  last_reconcile_counts: ColumnType<Record<string, number> | null, string | undefined, string>
+  last_webhook_at: Date | null
+  last_webhook_summary: string | null
 }
 
 /** What stores take first: the pool or a transaction the caller owns. */

@@ -13,7 +13,8 @@ import { cancelRuns } from '../runs/states.ts'
  *   due at once, or paused when the definition says autoStart: false);
  * - schedules follow the definition's frequency unless the connection overrides it;
  * - a sync whose definition left the deployment stops (schedule DELETED, waiting runs cancelled,
- *   records kept) and comes back when it is deployed again.
+ *   records kept) and comes back when it is deployed again;
+ * - a connection deleted in a paired Nango gets no new syncs and its stopped ones stay stopped.
  * Idempotent (inserts are ON CONFLICT DO NOTHING). `connectionPks` limits the work to some
  * connections (a new connection).
  */
@@ -25,13 +26,15 @@ export async function provisionSyncs(
   const only = connectionPks ? sql`AND c.id = any(${[...connectionPks]}::int[])` : sql``
   const connections = sql`connections c`
   const inEnvironment = sql`c.environment_id = ${environmentId} ${only}`
+  // A connection deleted in a paired Nango keeps its syncs stopped (src/nango/connections.ts).
+  const live = sql`c.deleted_upstream_at IS NULL`
   const defined = sql`(SELECT integration AS pck, name, frequency_ms, auto_start FROM sync_definitions
     WHERE environment_id = ${environmentId}) d`
 
   const created = await sql<{ id: string }>`
     INSERT INTO syncs (connection_pk, name, variant)
     SELECT c.id, d.name, ${BASE_VARIANT} FROM ${connections} JOIN ${defined} ON c.provider_config_key = d.pck
-    WHERE ${inEnvironment}
+    WHERE ${inEnvironment} AND ${live}
     ON CONFLICT (connection_pk, name, variant) DO NOTHING
     RETURNING id`.execute(db)
 
@@ -41,7 +44,7 @@ export async function provisionSyncs(
     SELECT s.id, s.connection_pk, CASE WHEN d.auto_start THEN 'STARTED' ELSE 'PAUSED' END, d.frequency_ms, now(), now()
     FROM syncs s JOIN ${connections} ON c.id = s.connection_pk
     JOIN ${defined} ON c.provider_config_key = d.pck AND s.name = d.name
-    WHERE NOT EXISTS (SELECT 1 FROM schedules x WHERE x.sync_id = s.id) AND ${inEnvironment}
+    WHERE NOT EXISTS (SELECT 1 FROM schedules x WHERE x.sync_id = s.id) AND ${inEnvironment} AND ${live}
     ON CONFLICT (sync_id) DO NOTHING`.execute(db)
 
   // The definition's frequency, unless the connection overrides it (the override is applied when set).
@@ -70,7 +73,7 @@ export async function provisionSyncs(
                            next_due_at = now(), updated_at = now()
     FROM syncs s JOIN ${connections} ON c.id = s.connection_pk
     JOIN ${defined} ON c.provider_config_key = d.pck AND s.name = d.name
-    WHERE x.sync_id = s.id AND x.state = 'DELETED' AND ${inEnvironment}`.execute(db)
+    WHERE x.sync_id = s.id AND x.state = 'DELETED' AND ${inEnvironment} AND ${live}`.execute(db)
 
   return { created: created.rows.length, stopped: orphaned.rows.length }
 }
