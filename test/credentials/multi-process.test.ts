@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, type ServerProcess, startServer } from '../helpers/process.ts'
 import type { JsonBody } from '../helpers/server.ts'
-import { type OAuthServer, startOAuthServer } from './oauth-server.ts'
+import { type OAuthServer, startOAuthServer, writeProvidersFile } from './oauth-server.ts'
 
 /**
  * Issue 12: concurrent refreshes of one connection across processes are one refresh. Two
@@ -50,17 +50,7 @@ onPostgres('token refresh across two serve processes on one Postgres', { timeout
   beforeAll(async () => {
     oauth = await startOAuthServer()
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-refresh-multi-'))
-    const providersFile = path.join(dir, 'providers.yaml')
-    await writeFile(
-      providersFile,
-      JSON.stringify({
-        'test-oauth': {
-          auth_mode: 'OAUTH2',
-          token_url: `${oauth.url}/token`,
-          proxy: { base_url: `${oauth.url}/api` },
-        },
-      }),
-    )
+    const providersFile = await writeProvidersFile(dir, oauth)
     database = await createProcessDatabase({ kind: 'postgres' })
     const env = {
       ...database.env,

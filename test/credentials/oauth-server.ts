@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import path from 'node:path'
 
 /**
  * A small OAuth2 authorization server and API for the refresh tests, on 127.0.0.1:
@@ -135,4 +137,21 @@ export async function startOAuthServer(): Promise<OAuthServer> {
       }),
   }
   return state
+}
+
+/**
+ * A providers.yaml in `dir` (JSON is YAML) naming the server, as a team's own catalogue would:
+ * `test-oauth` (OAUTH2, client in the form) and `test-cc` (OAUTH2_CC, client as HTTP Basic).
+ */
+export async function writeProvidersFile(dir: string, oauth: OAuthServer): Promise<string> {
+  const file = path.join(dir, 'providers.yaml')
+  const common = { token_url: `${oauth.url}/token`, proxy: { base_url: `${oauth.url}/api` } }
+  await writeFile(
+    file,
+    JSON.stringify({
+      'test-oauth': { auth_mode: 'OAUTH2', ...common },
+      'test-cc': { auth_mode: 'OAUTH2_CC', token_request_auth_method: 'basic', ...common },
+    }),
+  )
+  return file
 }

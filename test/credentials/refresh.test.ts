@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKey } from '../../src/keys/store.ts'
 import { api, type JsonBody, type TestServer, startTestServer } from '../helpers/server.ts'
 import { connect, records, trigger } from '../runtime/harness.ts'
-import { type OAuthServer, startOAuthServer } from './oauth-server.ts'
+import { type OAuthServer, startOAuthServer, writeProvidersFile } from './oauth-server.ts'
 
 /**
  * Issue 12, OAuth2 credentials that stay valid: a local OAuth2 server (oauth-server.ts) issues
@@ -30,6 +30,7 @@ const meSync = `
   })`
 
 let oauth: OAuthServer
+let dir: string
 let t: TestServer
 let readOnlyKey: string
 
@@ -37,24 +38,8 @@ const inSeconds = (s: number) => new Date(Date.now() + s * 1000).toISOString()
 
 beforeAll(async () => {
   oauth = await startOAuthServer()
-  // A providers.yaml (JSON is YAML) naming the local server, as a team's own catalogue would.
-  const providersFile = path.join(os.tmpdir(), `syncstore-providers-${process.pid}-${Date.now()}.yaml`)
-  await writeFile(
-    providersFile,
-    JSON.stringify({
-      'test-oauth': {
-        auth_mode: 'OAUTH2',
-        token_url: `${oauth.url}/token`,
-        proxy: { base_url: `${oauth.url}/api` },
-      },
-      'test-cc': {
-        auth_mode: 'OAUTH2_CC',
-        token_url: `${oauth.url}/token`,
-        token_request_auth_method: 'basic',
-        proxy: { base_url: `${oauth.url}/api` },
-      },
-    }),
-  )
+  dir = await mkdtemp(path.join(os.tmpdir(), 'syncstore-refresh-'))
+  const providersFile = await writeProvidersFile(dir, oauth)
   t = await startTestServer(
     {
       'crm/integration.json': JSON.stringify({ provider: 'test-oauth' }),
@@ -74,6 +59,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.close()
   await oauth?.close()
+  if (dir) await rm(dir, { recursive: true, force: true })
 })
 
 /** An OAUTH2 connection whose access token expired `ago` seconds ago (negative: expires in). */
