@@ -100,7 +100,11 @@ export async function startServer(deps: {
       intervalMs: config.nango.reconcileMs,
       logger,
       run: async (signal) =>
-        void (await reconcileDue(db.kysely, sealer, { intervalMs: config.nango.reconcileMs, signal, logger })),
+        void (await reconcileDue(db.kysely, sealer, {
+          intervalMs: config.nango.reconcileMs,
+          signal,
+          logger,
+        })),
     }),
     startLoop({
       name: 'retention',
