@@ -300,6 +300,7 @@ export function runHandlers(c: RunContext): NangoHandlers {
         providerName: c.integration.provider ?? c.sync.providerConfigKey,
         connection: await loadConnection(),
         deadline: c.deadline,
+        retryOn: Array.isArray(config.retryOn) ? config.retryOn.filter((s) => Number.isInteger(s)) : [],
       }),
   }
 }

@@ -40,6 +40,12 @@ const flaky = `
           await nango.log((err as Error).message, { level: 'error' })
         }
       }
+      // Nango's retryOn: statuses retried besides 429 and 5xx (workable's templates send [404, 429]).
+      try {
+        await nango.get({ endpoint: '/gone', retries: 2, retryOn: [404] })
+      } catch (err) {
+        await nango.log((err as Error).message, { level: 'error' })
+      }
     },
   })`
 
@@ -94,7 +100,7 @@ afterAll(async () => {
 const calls = (method: string, path: string) =>
   external.requests.filter((r) => r.method === method && r.path === path)
 
-it('retries a 429 and a 503, then succeeds; gives up on a 5xx after its retries; does not retry a 4xx', async () => {
+it('retries a 429 and a 503, then succeeds; gives up on a 5xx after its retries; retries a 4xx only when retryOn names it', async () => {
   const { orders } = await connect(t, 'shop', 'c1', ['orders'], {
     credentials: { type: 'API_KEY', apiKey: 'shop-key-0001' },
   })
@@ -118,6 +124,9 @@ it('retries a 429 and a 503, then succeeds; gives up on a 5xx after its retries;
 
   expect(calls('GET', '/missing')).toHaveLength(1)
   expect(logs[3]!.message).toMatch(/^proxy GET \/missing answered 404/)
+
+  expect(calls('GET', '/gone')).toHaveLength(3)
+  expect(logs[4]!.message).toMatch(/^proxy GET \/gone answered 404/)
 })
 
 const whoamiRequest = (pck: string) => {
