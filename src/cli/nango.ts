@@ -54,7 +54,7 @@ export async function nangoCommand(args: string[], ctx: CliContext): Promise<voi
           db.kysely,
           ctx.sealer,
           { environmentId: env.id, url, secretKey, webhookSecret: webhookSecret ?? null },
-          RECONCILE_LEASE_MS,
+          { leaseMs: RECONCILE_LEASE_MS, intervalMs: ctx.config.nango.reconcileMs },
         )
         ctx.io.err(`Paired environment ${env.name} with Nango at ${url}.`)
         ctx.io.err(`Nango's webhook URL: <this server>/webhooks/nango/${env.name}`)

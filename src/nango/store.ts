@@ -39,21 +39,22 @@ export interface PairingStatus {
 
 /**
  * Pairs (or pairs again) an environment, its first reconcile leased to the caller for `leaseMs`
- * (the pairing command runs it; if it dies, another process takes it once the lease ends).
+ * (the pairing command runs it; if it dies, another process takes it once the lease ends) and the
+ * next one due `intervalMs` later.
  */
 export async function savePairing(
   db: Queryable,
   sealer: Sealer,
   pairing: Pairing,
-  leaseMs: number,
+  timing: { leaseMs: number; intervalMs: number },
 ): Promise<void> {
   const values = {
     url: pairing.url,
     secret_key: sealJson(sealer, pairing.secretKey),
     webhook_secret: pairing.webhookSecret === null ? null : sealJson(sealer, pairing.webhookSecret),
     paired_at: new Date(),
-    reconcile_due_at: new Date(),
-    reconcile_lease_until: new Date(Date.now() + leaseMs),
+    reconcile_due_at: new Date(Date.now() + timing.intervalMs),
+    reconcile_lease_until: new Date(Date.now() + timing.leaseMs),
   }
   await db
     .insertInto('nango_pairings')

@@ -56,7 +56,9 @@ afterAll(async () => {
   if (integrationsDir) await rm(integrationsDir, { recursive: true, force: true })
 })
 
-const cli = (...args: string[]) => runCli(args, database.env)
+// The same configuration as the server, as in a deployment: the pairing's next reconcile is due a
+// reconcile interval after the first.
+const cli = (...args: string[]) => runCli(args, { ...database.env, SYNCSTORE_NANGO_RECONCILE_MS: '1000' })
 
 function expectOneLineError(result: CliResult, pattern: RegExp): void {
   expect(result.code, result.stderr).toBe(1)

@@ -42,7 +42,7 @@ it('stores the secret key and webhook secret encrypted, and opens them for pairi
     database.db.kysely,
     sealer,
     { environmentId: env.id, url: nango.url, secretKey: 'the-key', webhookSecret: 'the-secret' },
-    0,
+    { leaseMs: 0, intervalMs: 0 },
   )
   const row = await database.db.kysely
     .selectFrom('nango_pairings')
@@ -68,12 +68,12 @@ it('two processes reconciling at once: one does it, once; the next is due an int
   for (let i = 0; i < 5; i++) {
     nango.put({ connection_id: `c-${i}`, provider_config_key: 'acme', provider: 'acme-api' })
   }
-  // Lease 0: due and free at once, as after a pairing whose command died.
+  // Due and free at once, as after a pairing whose command died.
   await savePairing(
     database.db.kysely,
     sealer,
     { environmentId: env.id, url: nango.url, secretKey: 'reconcile-key', webhookSecret: null },
-    0,
+    { leaseMs: 0, intervalMs: 0 },
   )
   const before = nango.requests.length
   const pass = (db: Db) => reconcileDue(db.kysely, sealer, { intervalMs: 60_000 })
