@@ -5,7 +5,8 @@ import { createSealer, sha256Hex } from '../../src/crypto.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { findActiveKey } from '../../src/keys/store.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
-import { type CliResult, killAll, runCli, UUID_V4 } from '../helpers/process.ts'
+import { killAll, runCli, UUID_V4 } from '../helpers/process.ts'
+import { expectOneLineError } from '../helpers/cli-output.ts'
 
 /**
  * The `syncstore` command as a user runs it: the real binary, one process per command, against a
@@ -25,16 +26,6 @@ afterAll(async () => {
 })
 
 const cli = (...args: string[]) => runCli(args, database.env)
-
-/** Bad input: exit code, nothing on stdout, and exactly one `error: ...` line on stderr. */
-function expectOneLineError(result: CliResult, code: number, pattern: RegExp): void {
-  expect(result.code, result.stderr).toBe(code)
-  expect(result.stdout).toBe('')
-  const lines = result.stderr.trimEnd().split('\n')
-  expect(lines).toHaveLength(1)
-  expect(lines[0]).toMatch(/^error: /)
-  expect(lines[0]).toMatch(pattern)
-}
 
 async function createKey(...args: string[]): Promise<string> {
   const result = await cli('keys', 'create', ...args)

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { acquireEmbeddedLock, lockHolder, lockPath } from '../../src/db/embedded-lock.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
+import { expectOneLineError } from '../helpers/cli-output.ts'
 import {
   type CliResult,
   killAll,
@@ -171,14 +172,6 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
       return runCli(['env-vars', 'set', 'NAME', 'value'], database.env)
     }
 
-    function expectOneLineError(result: CliResult, pattern: RegExp): void {
-      expect(result.code, result.stderr).toBe(1)
-      expect(result.stdout).toBe('')
-      expect(result.stderr).not.toContain('    at ')
-      expect(result.stderr).toMatch(/^error: [^\n]+\n$/)
-      expect(result.stderr).toMatch(pattern)
-    }
-
     it('a server killed (SIGKILL) while it runs the command', async () => {
       // A stand-in server in its own process: it reads the command, then dies on the spot.
       const script = `
@@ -192,7 +185,7 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
       try {
         await once(child.stdout, 'data')
         const result = await cliAgainst(child.pid!)
-        expectOneLineError(result, /the running server stopped before answering/)
+        expectOneLineError(result, 1, /the running server stopped before answering/)
         expect(await exited).toEqual([null, 'SIGKILL'])
       } finally {
         child.kill('SIGKILL')
@@ -205,7 +198,7 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
       await new Promise<void>((resolve) => server.listen(socketPath, resolve))
       try {
         // The test process stands in for the server's (live) process.
-        expectOneLineError(await cliAgainst(process.pid), /the running server stopped before answering/)
+        expectOneLineError(await cliAgainst(process.pid), 1, /the running server stopped before answering/)
       } finally {
         await new Promise((resolve) => server.close(resolve))
       }
@@ -213,7 +206,11 @@ describe.skipIf(process.env.SYNCSTORE_TEST_DB === 'postgres')(
 
     it('a live holder whose command socket is gone', async () => {
       await rm(socketPath, { force: true })
-      expectOneLineError(await cliAgainst(process.pid), /could not reach the running server at .*\(ENOENT\)/)
+      expectOneLineError(
+        await cliAgainst(process.pid),
+        1,
+        /could not reach the running server at .*\(ENOENT\)/,
+      )
     })
   },
 )

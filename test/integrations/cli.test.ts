@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { type CliResult, killAll, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
+import { expectOneLineError } from '../helpers/cli-output.ts'
 
 /**
  * `syncstore integrations` as a user runs it (the real binary, one process per command) and the
@@ -34,15 +35,6 @@ const cli = (...args: string[]) => runCli(args, database.env)
 
 function expectOk(result: CliResult): void {
   expect(result.code, result.stderr).toBe(0)
-}
-
-function expectOneLineError(result: CliResult, code: number, pattern: RegExp): void {
-  expect(result.code, result.stderr).toBe(code)
-  expect(result.stdout).toBe('')
-  const lines = result.stderr.trimEnd().split('\n')
-  expect(lines).toHaveLength(1)
-  expect(lines[0]).toMatch(/^error: /)
-  expect(lines[0]).toMatch(pattern)
 }
 
 // One process per step, and on the embedded database one at a time (they share its lock).

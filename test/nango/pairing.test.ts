@@ -5,8 +5,9 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
-import { type CliResult, killAll, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
+import { killAll, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
 import { type JsonBody, waitFor } from '../helpers/server.ts'
+import { expectOneLineError } from '../helpers/cli-output.ts'
 import { authWebhook, type NangoStandIn, postWebhook, startNangoStandIn } from './nango-api.ts'
 
 /**
@@ -60,14 +61,6 @@ afterAll(async () => {
 // reconcile interval after the first.
 const cli = (...args: string[]) => runCli(args, { ...database.env, SYNCSTORE_NANGO_RECONCILE_MS: '1000' })
 
-function expectOneLineError(result: CliResult, pattern: RegExp): void {
-  expect(result.code, result.stderr).toBe(1)
-  const lines = result.stderr.trimEnd().split('\n')
-  expect(lines).toHaveLength(1)
-  expect(lines[0]).toMatch(/^error: /)
-  expect(lines[0]).toMatch(pattern)
-}
-
 async function api(pathAndQuery: string): Promise<{ status: number; body: JsonBody }> {
   const res = await fetch(`${server.url}${pathAndQuery}`, { headers: { authorization: `Bearer ${KEY}` } })
   return { status: res.status, body: await res.json() }
@@ -96,10 +89,12 @@ describe('syncstore nango', { timeout: 240_000 }, () => {
     await down.close()
     expectOneLineError(
       await cli('nango', 'pair', '--url', down.url, '--secret-key', NANGO_KEY),
+      1,
       new RegExp(`cannot pair: Nango is unreachable at ${down.url} \\(ECONNREFUSED\\)`),
     )
     expectOneLineError(
       await cli('nango', 'pair', '--url', nango.url, '--secret-key', 'wrong'),
+      1,
       /cannot pair: Nango refused the secret key \(401/,
     )
     const status = await cli('nango', 'status')
@@ -283,7 +278,7 @@ describe('syncstore nango', { timeout: 240_000 }, () => {
     expect(unpaired.code, unpaired.stderr).toBe(0)
     const c = { connection_id: 'late-1', provider_config_key: 'acme', provider: 'acme-api' }
     expect((await postWebhook(webhookUrl(), authWebhook('creation', c), WEBHOOK_SECRET)).status).toBe(404)
-    expectOneLineError(await cli('nango', 'unpair', '--env', 'dev'), /not paired/)
+    expectOneLineError(await cli('nango', 'unpair', '--env', 'dev'), 1, /not paired/)
   })
 
   it('after the server stops: the deleted connection’s schedule is DELETED and its records are kept', async () => {

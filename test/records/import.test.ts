@@ -12,7 +12,8 @@ import { BASE_VARIANT, recordCount } from '../../src/records/datasets.ts'
 import { IMPORT_BATCH_SIZE } from '../../src/records/import.ts'
 import { readPage } from '../../src/records/read.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
-import { type CliResult, killAll, runCli } from '../helpers/process.ts'
+import { killAll, runCli } from '../helpers/process.ts'
+import { expectOneLineError } from '../helpers/cli-output.ts'
 
 /**
  * `syncstore records import` through the real binary, one process per step, against a database of
@@ -78,17 +79,6 @@ async function stored(connectionId: string, variant = BASE_VARIANT) {
     const count = await recordCount(db.kysely, { connectionPk: ref.id, model: MODEL, variant })
     return { records, ids: new Set(records.map((r) => r.externalId)), count }
   })
-}
-
-/** Failure: exit code, nothing on stdout, and exactly one `error: ...` line on stderr. */
-function expectOneLineError(result: CliResult, code: number, pattern: RegExp): string {
-  expect(result.code, result.stderr).toBe(code)
-  expect(result.stdout).toBe('')
-  const lines = result.stderr.trimEnd().split('\n')
-  expect(lines).toHaveLength(1)
-  expect(lines[0]).toMatch(/^error: /)
-  expect(lines[0]).toMatch(pattern)
-  return lines[0]!
 }
 
 const target = (connectionId: string) => [
