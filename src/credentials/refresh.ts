@@ -4,8 +4,10 @@ import { type Connection, expiryOf, findConnection, type JsonObject } from '../c
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { HttpError } from '../errors.ts'
+import { pairingOf } from '../nango/store.ts'
 import { interpolate } from '../providers/template.ts'
 import type { Provider } from '../providers/types.ts'
+import { completeFromNango, heldByNango } from './nango.ts'
 import { lockConnection, recordRefreshFailure, saveRefreshed } from './store.ts'
 import { type Grant, type OAuthClient, requestToken } from './token-request.ts'
 
@@ -15,6 +17,9 @@ import { type Grant, type OAuthClient, requestToken } from './token-request.ts'
  * for a new one; OAUTH2_CC connections get theirs by the client-credentials grant. A refresh runs
  * under a lock on the connection row, so concurrent callers in any number of processes cause one
  * request to the provider: the others wait for the lock, read what it stored and use that.
+ *
+ * A connection of an environment paired with Nango (SPEC 6.5) has no credentials here: they are
+ * read from Nango each time (credentials/nango.ts), and Nango refreshes them.
  */
 
 // Nango's margin (REFRESH_MARGIN_MS): a token is refreshed when it expires within 15 minutes, so a
@@ -63,7 +68,10 @@ export async function freshConnection(
 ): Promise<Connection | undefined> {
   const { db, sealer } = deps
   const seen = await findConnection(db, sealer, key.environmentId, key.providerConfigKey, key.connectionId)
-  if (!seen || !needsRefresh(seen, force, provider)) return seen
+  if (!seen) return seen
+  const pairing = await pairingOf(db, sealer, key.environmentId)
+  if (pairing) return completeFromNango(pairing, seen, force)
+  if (!needsRefresh(seen, force, provider)) return seen
   if (!force) throwIfCoolingDown(seen)
   // Callers of this process that need the same refresh share one: one database connection waits
   // on the row lock instead of one per caller (the lock is what makes it one across processes).
@@ -128,9 +136,12 @@ class CredentialsError extends HttpError {
   override name = 'CredentialsError'
 }
 
-/** Whether credentials already read must be renewed before use (a run re-checks the ones it keeps). */
+/**
+ * Whether credentials already read must be renewed before use (a run re-checks the ones it keeps):
+ * Nango's are read again once they expire soon (Nango refreshes them then).
+ */
 export const credentialsStale = (c: Connection, provider?: Provider): boolean =>
-  needsRefresh(c, false, provider)
+  heldByNango(c) ? expiresSoon(c, provider) : needsRefresh(c, false, provider)
 
 /** Whether the connection's credentials must be renewed before use. */
 function needsRefresh(c: Connection, force: boolean, provider: Provider | undefined): boolean {

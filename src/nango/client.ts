@@ -25,6 +25,13 @@ export interface NangoConnection extends NangoListedConnection {
   credentials?: Record<string, unknown>
 }
 
+/** GET /providers/{provider}: Nango's description of a provider (only what syncstore reads of it). */
+export interface NangoProvider {
+  name: string
+  auth_mode?: string
+  proxy?: { base_url?: string; paginate?: Record<string, unknown> }
+}
+
 /** Nango could not be reached, or answered something other than what was asked. */
 export class NangoApiError extends Error {
   override name = 'NangoApiError'
@@ -55,6 +62,17 @@ export interface NangoClient {
   ): Promise<NangoConnection | undefined>
   /** Throws a NangoApiError saying why unless the key is accepted (one listing page of one). */
   checkKey(): Promise<void>
+  /**
+   * The connection with its full credentials (`refresh_token=true`), which Nango refreshes first
+   * when they expire soon (or when `forceRefresh`); undefined on 404.
+   */
+  getCredentials(
+    providerConfigKey: string,
+    connectionId: string,
+    options?: { forceRefresh?: boolean },
+  ): Promise<NangoConnection | undefined>
+  /** Nango's description of a provider (`GET /providers/{provider}`); undefined when it has none. */
+  getProvider(provider: string): Promise<NangoProvider | undefined>
 }
 
 export function nangoClient(pairing: { url: string; secretKey: string }): NangoClient {
@@ -121,6 +139,29 @@ export function nangoClient(pairing: { url: string; secretKey: string }): NangoC
     async checkKey() {
       const { status, body } = await call('/connections?limit=1')
       if (status !== 200) throw failure('GET /connections', status, body)
+    },
+    async getCredentials(providerConfigKey, connectionId, options = {}) {
+      // The query @nangohq/node's getConnection sends.
+      const query = new URLSearchParams({
+        provider_config_key: providerConfigKey,
+        force_refresh: String(options.forceRefresh ?? false),
+        refresh_token: 'true',
+      })
+      const { status, body } = await call(`/connections/${encodeURIComponent(connectionId)}?${query}`)
+      if (status === 404) return undefined
+      if (status !== 200 || typeof body !== 'object' || body === null) {
+        throw failure(`GET /connections/${connectionId}`, status, body)
+      }
+      return body as NangoConnection
+    },
+    async getProvider(provider) {
+      const { status, body } = await call(`/providers/${encodeURIComponent(provider)}`)
+      if (status === 404) return undefined
+      const data = (body as { data?: unknown } | undefined)?.data
+      if (status !== 200 || typeof data !== 'object' || data === null) {
+        throw failure(`GET /providers/${provider}`, status, body)
+      }
+      return data as NangoProvider
     },
   }
 }

@@ -42,15 +42,29 @@ export interface ProxyTarget {
  */
 export async function proxyRequest(config: ProxyConfig, target: ProxyTarget): Promise<ProxyResponse> {
   const { response, where, deniedWaitMs } = await sendProxied(config, target)
+  const late =
+    deniedWaitMs === undefined
+      ? ''
+      : ` (the API asked to wait ${Math.ceil(deniedWaitMs / 1000)} s, past the time limit)`
+  return proxyAnswer(response, where, config.responseType, late)
+}
+
+/**
+ * The API's answer as the function gets it: the body read as it asked (readBody); a non-2xx answer
+ * throws a ProxyError that keeps its status, body and headers. `where` and `note` start and end
+ * the message (`proxy GET /path answered 404<note>: <body>`).
+ */
+export async function proxyAnswer(
+  response: Response,
+  where: string,
+  responseType: ProxyConfig['responseType'],
+  note = '',
+): Promise<ProxyResponse> {
   const headers = Object.fromEntries(response.headers)
-  const data = await readBody(response, config.responseType)
+  const data = await readBody(response, responseType)
   if (!response.ok) {
     const text = typeof data === 'string' ? data : JSON.stringify(data ?? null)
-    const late =
-      deniedWaitMs === undefined
-        ? ''
-        : ` (the API asked to wait ${Math.ceil(deniedWaitMs / 1000)} s, past the time limit)`
-    throw new ProxyError(`${where} answered ${response.status}${late}: ${text.slice(0, 300)}`, {
+    throw new ProxyError(`${where} answered ${response.status}${note}: ${text.slice(0, 300)}`, {
       status: response.status,
       headers,
       data,

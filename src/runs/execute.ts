@@ -5,6 +5,8 @@ import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { resetDatasets } from '../records/datasets.ts'
 import { readBundle, readDefinition } from '../deployments/store.ts'
+import { nangoPagination } from '../nango/proxy.ts'
+import { pairingOf } from '../nango/store.ts'
 import type { Providers } from '../providers/types.ts'
 import type { WorkerPool } from '../runtime/pool.ts'
 import type { SyncDefinition } from '../syncs/definitions.ts'
@@ -76,6 +78,8 @@ export class SyncExecutor implements RunExecutor {
     )
     const providerName = deployed.integration.provider ?? sync.providerConfigKey
     const provider = this.d.providers.resolve(providerName, deployed.integration)
+    // Paired with Nango (SPEC 6.5): credentials, requests and pagination defaults come from there.
+    const pairing = await pairingOf(db, this.d.sealer, sync.environmentId)
     const handlers = runHandlers({
       db,
       sealer: this.d.sealer,
@@ -84,6 +88,7 @@ export class SyncExecutor implements RunExecutor {
       definition,
       integration: deployed.integration,
       provider,
+      pairing,
       deadline: Date.now() + this.d.runTimeoutMs,
       validators: this.validatorsOf(definition),
       counts,
@@ -109,6 +114,11 @@ export class SyncExecutor implements RunExecutor {
         for (const model of models) await handlers.trackDeletesStart(model)
       }
       const hash = definition.bundleHash
+      // Nango's description of the provider its connection names, read once per run (with the
+      // connection the run keeps; a call's own paginate still wins).
+      const pagination = pairing
+        ? await nangoPagination(pairing, String((await handlers.getConnection()).provider))
+        : (provider?.proxy?.paginate ?? null)
       await this.d.pool.run(
         {
           hash,
@@ -126,7 +136,7 @@ export class SyncExecutor implements RunExecutor {
           variant: sync.variant,
           lastSyncDate: lastSyncDate?.toISOString() ?? null,
           provider: providerName,
-          pagination: provider?.proxy?.paginate ?? null,
+          pagination,
         },
         handlers,
         signal,

@@ -6,11 +6,14 @@ import { connectionFull } from '../connections/format.ts'
 import { type Connection, lockConnections, readMetadata, writeMetadata } from '../connections/store.ts'
 import type { Sealer } from '../crypto.ts'
 import { integrationClient } from '../credentials/app.ts'
+import { nangoProviderOf } from '../credentials/nango.ts'
 import { credentialsStale, freshConnection } from '../credentials/refresh.ts'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { readDefinitions } from '../deployments/store.ts'
 import { listVariables } from '../environments/variables-store.ts'
+import { proxyThroughNango } from '../nango/proxy.ts'
+import type { Pairing } from '../nango/store.ts'
 import { proxyRequest } from '../providers/proxy.ts'
 import type { Provider } from '../providers/types.ts'
 import type { Dataset, WriteGuard } from '../records/datasets.ts'
@@ -42,6 +45,8 @@ export interface RunContext {
   integration: IntegrationConfig
   /** The integration's provider: built-in catalogue < SYNCSTORE_PROVIDERS_FILE < integration.json */
   provider: Provider | undefined
+  /** The Nango the environment is paired with: credentials and requests go through it (SPEC 6.5) */
+  pairing: Pairing | undefined
   /** Epoch ms at which the run's time limit ends: a rate-limit wait never goes past it */
   deadline: number
   /** The definition's models, compiled (compileModels) */
@@ -285,9 +290,10 @@ export function runHandlers(c: RunContext): NangoHandlers {
     },
     async getConnection() {
       const found = await loadConnection()
+      // A paired connection's provider is the one Nango names for it.
       return connectionFull(
         found,
-        () => c.integration.provider ?? found.providerConfigKey,
+        () => nangoProviderOf(found) ?? c.integration.provider ?? found.providerConfigKey,
         found.credentials ?? {},
         'iso',
       )
@@ -295,12 +301,19 @@ export function runHandlers(c: RunContext): NangoHandlers {
     getEnvironmentVariables: () => listVariables(db, sealer, c.sync.environmentId),
     log: (message, payload, level) => log(level, String(message), payload),
     proxy: async (config) =>
-      proxyRequest(config, {
-        provider: c.provider,
-        providerName: c.integration.provider ?? c.sync.providerConfigKey,
-        connection: await loadConnection(),
-        deadline: c.deadline,
-        retryOn: Array.isArray(config.retryOn) ? config.retryOn.filter((s) => Number.isInteger(s)) : [],
-      }),
+      c.pairing
+        ? proxyThroughNango(config, {
+            pairing: c.pairing,
+            providerConfigKey: c.sync.providerConfigKey,
+            connectionId: c.sync.connectionId,
+            deadline: c.deadline,
+          })
+        : proxyRequest(config, {
+            provider: c.provider,
+            providerName: c.integration.provider ?? c.sync.providerConfigKey,
+            connection: await loadConnection(),
+            deadline: c.deadline,
+            retryOn: Array.isArray(config.retryOn) ? config.retryOn.filter((s) => Number.isInteger(s)) : [],
+          }),
   }
 }

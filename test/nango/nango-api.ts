@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 /**
@@ -8,6 +8,14 @@ import type { AddressInfo } from 'node:net'
  * caps at its maximum) and `GET /connections/{connectionId}?provider_config_key=` (the connection
  * with its credentials, 404 `not_found` otherwise), both behind `Authorization: Bearer <secret key>`
  * (401 `unknown_account` otherwise). And Nango's auth webhooks, signed as Nango signs them.
+ *
+ * Also `GET /providers/{provider}` (`{data: provider}` from `providers`, 404 `not_found` otherwise)
+ * and Nango's proxy, `ALL /proxy/*`: the connection named by `Connection-Id` and
+ * `Provider-Config-Key` (400 `unknown_connection` otherwise), its provider's `base_url` (or
+ * `Base-Url-Override`), the path and query after /proxy, the `Nango-Proxy-*` headers without their
+ * prefix and the connection's token as `Authorization: Bearer`; the API's answer passed back,
+ * status, content type and body. `stop()` takes it down (connections refused) and `restart()`
+ * brings it back on the same port.
  */
 
 export interface StandInConnection {
@@ -17,6 +25,14 @@ export interface StandInConnection {
   metadata?: Record<string, unknown>
   connection_config?: Record<string, unknown>
   tags?: Record<string, string>
+  /** What GET /connections/{id} answers as its credentials (default: an API key of its own) */
+  credentials?: Record<string, unknown>
+}
+
+/** A provider as GET /providers/{provider} describes it (the parts the stand-in uses). */
+export interface StandInProvider {
+  auth_mode: string
+  proxy: { base_url: string; paginate?: Record<string, unknown> }
 }
 
 export interface NangoStandIn {
@@ -28,6 +44,13 @@ export interface NangoStandIn {
   /** A page that answers 500 (the listing fails part-way), or null */
   failPage: number | null
   pageCap: number
+  providers: Map<string, StandInProvider>
+  /** A status every request is answered with (a Nango failing behind its load balancer), or null */
+  failAll: number | null
+  /** Requests the proxy forwarded, as "METHOD url" of the API */
+  proxied: string[]
+  stop(): Promise<void>
+  restart(): Promise<void>
   put(connection: StandInConnection): void
   remove(providerConfigKey: string, connectionId: string): void
   close(): Promise<void>
@@ -46,6 +69,15 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
     put: (c) => void stand.connections.set(keyOf(c.provider_config_key, c.connection_id), c),
     remove: (pck, id) => void stand.connections.delete(keyOf(pck, id)),
     close: () => new Promise((resolve) => server.close(() => resolve())),
+    providers: new Map(),
+    failAll: null,
+    proxied: [],
+    stop: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
+    restart: () => new Promise((resolve) => server.listen(port, '127.0.0.1', resolve)),
   }
   const created = new Date().toISOString()
   const publicShape = (c: StandInConnection, index: number) => ({
@@ -67,6 +99,9 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
       res.end(JSON.stringify(body))
     }
     const url = new URL(req.url ?? '/', 'http://stand-in')
+    if (stand.failAll !== null) {
+      return send(stand.failAll, { error: { code: 'server_error', message: 'Nango is failing' } })
+    }
     if (req.headers.authorization !== `Bearer ${stand.secretKey}`) {
       return send(401, {
         error: {
@@ -96,13 +131,67 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
         created_at: created,
         updated_at: created,
         last_fetched_at: created,
-        credentials: { type: 'API_KEY', apiKey: `key-of-${id}` },
+        credentials: found.credentials ?? { type: 'API_KEY', apiKey: `key-of-${id}` },
       })
+    }
+    const provider = /^\/providers\/([^/]+)$/.exec(url.pathname)
+    if (req.method === 'GET' && provider) {
+      const name = decodeURIComponent(provider[1]!)
+      const described = stand.providers.get(name)
+      if (!described) return send(404, { error: { code: 'not_found', message: `Unknown provider ${name}` } })
+      return send(200, { data: { ...described, name, display_name: name } })
+    }
+    if (url.pathname === '/proxy' || url.pathname.startsWith('/proxy/')) {
+      return void proxy(req, url).then(
+        (answer) => {
+          res.writeHead(answer.status, { 'content-type': answer.contentType })
+          res.end(answer.body)
+        },
+        (err: Error) => send(500, { error: { code: 'server_error', message: err.message } }),
+      )
     }
     send(404, { error: { code: 'not_found', message: 'No route' } })
   })
+  /** Nango's proxy: the connection's API called with its token; the answer as the API gave it. */
+  async function proxy(
+    req: IncomingMessage,
+    url: URL,
+  ): Promise<{ status: number; contentType: string; body: Buffer | string }> {
+    const header = (name: string) => [req.headers[name]].flat()[0] ?? ''
+    const found = stand.connections.get(keyOf(header('provider-config-key'), header('connection-id')))
+    const unknown = (message: string) => ({
+      status: 400,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'unknown_connection', message } }),
+    })
+    if (!found) return unknown('Connection not found')
+    const base = header('base-url-override') || stand.providers.get(found.provider)?.proxy.base_url
+    if (!base) return unknown(`Provider ${found.provider} has no base URL`)
+    const credentials = found.credentials ?? { apiKey: `key-of-${found.connection_id}` }
+    const token = String(credentials.access_token ?? credentials.apiKey ?? '')
+    const headers: Record<string, string> = { authorization: `Bearer ${token}` }
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (name.startsWith('nango-proxy-')) headers[name.slice('nango-proxy-'.length)] = String(value)
+    }
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    const target = `${base.replace(/\/+$/, '')}${url.pathname.slice('/proxy'.length)}${url.search}`
+    stand.proxied.push(`${req.method} ${target}`)
+    const answer = await fetch(target, {
+      method: req.method,
+      headers,
+      body: chunks.length > 0 ? Buffer.concat(chunks) : undefined,
+    })
+    return {
+      status: answer.status,
+      contentType: answer.headers.get('content-type') ?? 'application/octet-stream',
+      body: Buffer.from(await answer.arrayBuffer()),
+    }
+  }
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  stand.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const port = (server.address() as AddressInfo).port
+  stand.url = `http://127.0.0.1:${port}`
   return stand
 }
 
