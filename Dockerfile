@@ -5,7 +5,8 @@
 # Without DATABASE_URL it uses the embedded database in /app/.syncstore/data (mount a volume there).
 # Sync definitions: mount yours at /app/integrations (SYNCSTORE_INTEGRATIONS_DIR) and serve deploys them
 # at start, or deploy them into the database with `syncstore deploy` (then no mount is needed).
-FROM node:20-bookworm-slim
+# Node 24: the current LTS line (Node 20 reached its end of life in April 2026).
+FROM node:24-bookworm-slim
 
 ENV NODE_ENV=production
 WORKDIR /app
