@@ -57,6 +57,19 @@ export interface NangoStandIn {
 }
 
 const keyOf = (pck: string, id: string) => `${pck}\u0000${id}`
+// Never passed on by a proxy (and the body is re-sent whole, so neither is its length or encoding).
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+  'content-encoding',
+])
 
 export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn> {
   const stand: NangoStandIn = {
@@ -144,7 +157,7 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
     if (url.pathname === '/proxy' || url.pathname.startsWith('/proxy/')) {
       return void proxy(req, url).then(
         (answer) => {
-          res.writeHead(answer.status, { 'content-type': answer.contentType })
+          res.writeHead(answer.status, answer.headers)
           res.end(answer.body)
         },
         (err: Error) => send(500, { error: { code: 'server_error', message: err.message } }),
@@ -156,12 +169,12 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
   async function proxy(
     req: IncomingMessage,
     url: URL,
-  ): Promise<{ status: number; contentType: string; body: Buffer | string }> {
+  ): Promise<{ status: number; headers: Record<string, string>; body: Buffer | string }> {
     const header = (name: string) => [req.headers[name]].flat()[0] ?? ''
     const found = stand.connections.get(keyOf(header('provider-config-key'), header('connection-id')))
     const unknown = (message: string) => ({
       status: 400,
-      contentType: 'application/json',
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ error: { code: 'unknown_connection', message } }),
     })
     if (!found) return unknown('Connection not found')
@@ -182,11 +195,19 @@ export async function startNangoStandIn(secretKey: string): Promise<NangoStandIn
       headers,
       body: chunks.length > 0 ? Buffer.concat(chunks) : undefined,
     })
-    return {
-      status: answer.status,
-      contentType: answer.headers.get('content-type') ?? 'application/octet-stream',
-      body: Buffer.from(await answer.arrayBuffer()),
+    // Nango's rule (without its forward-all flag): a streamed answer (chunked, or an attachment)
+    // keeps its headers, hop-by-hop ones aside; a buffered one only content-type and request ids.
+    const streamed =
+      answer.headers.get('transfer-encoding') === 'chunked' ||
+      /^(attachment|inline)\b/i.test(answer.headers.get('content-disposition') ?? '')
+    const kept: Record<string, string> = {}
+    for (const [name, value] of answer.headers) {
+      const keep = streamed
+        ? !HOP_BY_HOP.has(name) && !name.startsWith('access-control-')
+        : ['content-type', 'x-request-id', 'x-correlation-id'].includes(name)
+      if (keep) kept[name] = value
     }
+    return { status: answer.status, headers: kept, body: Buffer.from(await answer.arrayBuffer()) }
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
