@@ -52,6 +52,12 @@ const SYNC = `
       for await (const page of nango.paginate({ endpoint: '/archived', paginate: { limit: 1 } })) {
         await nango.batchSave(page.map((t) => ({ ...t, ...extra, archived: true })), 'Ticket')
       }
+      // Its own type too (merged over Nango's: limit 2 stays): Link headers, which Nango passes back
+      // on a streamed answer.
+      const linked = { type: 'link', link_rel_in_response_header: 'next', response_path: 'items' }
+      for await (const page of nango.paginate({ endpoint: '/linked', paginate: linked })) {
+        await nango.batchSave(page.map((t) => ({ ...t, ...extra, archived: true })), 'Ticket')
+      }
     },
   })`
 
@@ -87,6 +93,15 @@ beforeAll(async () => {
     if (req.headers.authorization !== `Bearer ${token}`) return { status: 401, body: { error: 'bad token' } }
     if (req.path === '/me') return { body: { name: 'ada', trace: req.headers['x-trace'] ?? null } }
     if (req.path === '/tickets') return tickets(TICKETS, req.query)
+    if (req.path === '/linked') {
+      // Streamed (chunked), as large answers are: Nango's proxy passes its Link header back.
+      const page = Number(req.query.get('page') ?? 1)
+      const next = page < 2 ? { link: `<${provider.url}/linked?page=${page + 1}>; rel="next"` } : {}
+      return {
+        body: { items: [{ id: `l${page}`, title: `Linked ${page}` }] },
+        headers: { 'transfer-encoding': 'chunked', ...next },
+      }
+    }
     if (req.path === '/archived') {
       return tickets(
         [
@@ -145,10 +160,10 @@ describe('a paired environment’s credentials and requests go through Nango', {
     sync = await syncId(t, 'tickets', 'c1', 'tickets')
     const run = await waitForRun(t, sync)
     expect(run).toMatchObject({ state: 'SUCCEEDED', error: null })
-    expect(run.result).toEqual({ Ticket: { added: 7, updated: 0, deleted: 0 } })
+    expect(run.result).toEqual({ Ticket: { added: 9, updated: 0, deleted: 0 } })
 
     const saved = await ticketRecords()
-    expect(saved.map((r) => r.id).sort()).toEqual(['a1', 'a2', 't1', 't2', 't3', 't4', 't5'])
+    expect(saved.map((r) => r.id).sort()).toEqual(['a1', 'a2', 'l1', 'l2', 't1', 't2', 't3', 't4', 't5'])
     // getToken is Nango's token; the 404 kept its status through Nango's proxy.
     expect(saved.find((r) => r.id === 't3')).toMatchObject({
       title: 'Ticket 3',
@@ -168,6 +183,8 @@ describe('a paired environment’s credentials and requests go through Nango', {
       'GET /tickets?limit=2&cursor=4',
       'GET /archived?limit=1',
       'GET /archived?limit=1&cursor=1',
+      'GET /linked?limit=2',
+      'GET /linked?page=2',
     ])
     expect(nango.proxied).toHaveLength(calls.length)
     expect(provider.requests[0]!.headers['x-trace']).toBe('trace-1')
@@ -205,7 +222,7 @@ describe('a paired environment’s credentials and requests go through Nango', {
     const failed = await trigger(t, 'tickets', 'c1', 'tickets')
     expect(failed.state).toBe('FAILED')
     expect(failed.error).toContain(`Nango is unreachable at ${nango.url} (ECONNREFUSED)`)
-    expect(await ticketRecords()).toHaveLength(7)
+    expect(await ticketRecords()).toHaveLength(9)
     const down = await api<JsonBody>(t, 'GET', '/connections/c1?provider_config_key=tickets')
     expect(down.status).toBe(503)
     expect(down.body.error).toMatchObject({ code: 'nango_unavailable' })
@@ -218,7 +235,7 @@ describe('a paired environment’s credentials and requests go through Nango', {
     const next = await trigger(t, 'tickets', 'c1', 'tickets')
     expect(next).toMatchObject({ state: 'SUCCEEDED', error: null })
     const saved = await ticketRecords()
-    expect(saved).toHaveLength(7)
+    expect(saved).toHaveLength(9)
     expect(saved.every((r) => r.token === 'tok-2')).toBe(true)
   })
 
