@@ -96,10 +96,11 @@ beforeAll(async () => {
     if (req.path === '/linked') {
       // Streamed (chunked), as large answers are: Nango's proxy passes its Link header back.
       const page = Number(req.query.get('page') ?? 1)
-      const next = page < 2 ? { link: `<${provider.url}/linked?page=${page + 1}>; rel="next"` } : {}
+      const headers: Record<string, string> = { 'transfer-encoding': 'chunked' }
+      if (page < 2) headers.link = `<${provider.url}/linked?page=${page + 1}>; rel="next"`
       return {
         body: { items: [{ id: `l${page}`, title: `Linked ${page}` }] },
-        headers: { 'transfer-encoding': 'chunked', ...next },
+        headers,
       }
     }
     if (req.path === '/archived') {
