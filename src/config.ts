@@ -11,6 +11,11 @@ import { type Static, type TSchema, Type } from 'typebox'
 export interface Config {
   readonly port: number
   readonly host: string
+  /**
+   * SYNCSTORE_METRICS_PORT: GET /metrics (Prometheus text format) on a listener of its own, on
+   * HOST; null (unset): no metrics are kept and nothing listens.
+   */
+  readonly metricsPort: number | null
   readonly database: DatabaseTarget
   /**
    * Where sync definitions are read from: SYNCSTORE_INTEGRATIONS_DIR, or ./integrations; with the
@@ -111,6 +116,9 @@ const Env = Type.Object(
     // Loopback unless told otherwise: a fresh `npm start` should not be reachable from the network.
     // The Docker image sets HOST=0.0.0.0.
     HOST: Type.String({ default: '127.0.0.1' }),
+    // Unset: no metrics listener. A port of its own rather than an API scope: metrics describe the
+    // instance (every environment at once), while a key belongs to one environment.
+    SYNCSTORE_METRICS_PORT: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
     DATABASE_URL: Type.Optional(
       matching('^postgres(ql)?://', 'must start with postgres:// or postgresql://'),
     ),
@@ -232,6 +240,15 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
       'SYNCSTORE_HEARTBEAT_TIMEOUT_MS must be longer than SYNCSTORE_HEARTBEAT_INTERVAL_MS',
     )
   }
+  const metricsPort = env.SYNCSTORE_METRICS_PORT ?? null
+  if (
+    !problems.has('SYNCSTORE_METRICS_PORT') &&
+    metricsPort !== null &&
+    metricsPort !== 0 &&
+    metricsPort === env.PORT
+  ) {
+    problems.set('SYNCSTORE_METRICS_PORT', 'SYNCSTORE_METRICS_PORT must differ from PORT')
+  }
   if (problems.size > 0) throw new ConfigError([...problems.values()])
 
   const database: DatabaseTarget = env.DATABASE_URL
@@ -241,6 +258,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
   return Object.freeze({
     port: env.PORT,
     host: env.HOST,
+    metricsPort,
     database,
     integrationsDirs: [
       ...(exampleIntegrations ? [fileURLToPath(new URL('../examples/integrations', import.meta.url))] : []),

@@ -10,6 +10,8 @@ import { ensureEnvironment } from './environments/store.ts'
 import type { BootstrapKey } from './keys/bootstrap.ts'
 import type { Logger } from './logger.ts'
 import { type Loop, startLoop } from './loop.ts'
+import { listenMetrics, type MetricsListener } from './metrics/listener.ts'
+import { Metrics } from './metrics/metrics.ts'
 import { reconcileDue } from './nango/reconcile.ts'
 import { loadProviders } from './providers/registry.ts'
 import { runRetention } from './records/retention.ts'
@@ -24,6 +26,8 @@ export interface Server {
   app: FastifyInstance
   wakeups: Wakeups
   dispatcher: Dispatcher
+  /** Where GET /metrics is served (SYNCSTORE_METRICS_PORT set), or undefined */
+  metricsUrl: string | undefined
   /** Deploys the integrations folders again (`serve --watch`) */
   redeploy(): Promise<void>
   /**
@@ -45,6 +49,8 @@ export async function startServer(deps: {
   bootstrapKeys: readonly BootstrapKey[]
 }): Promise<Server> {
   const { config, db, logger, sealer } = deps
+  // Kept only when they can be scraped: otherwise nothing is counted, at no cost per request.
+  const metrics = config.metricsPort === null ? undefined : new Metrics(db, logger)
   // A providers file that does not load stops the start, before anything runs
   const providers = await loadProviders(config.providersFile)
   const wakeups =
@@ -83,6 +89,7 @@ export async function startServer(deps: {
     heartbeatIntervalMs: config.runs.heartbeatIntervalMs,
     heartbeatTimeoutMs: config.runs.heartbeatTimeoutMs,
     maxRunMs: config.runs.timeoutMs + config.runs.heartbeatTimeoutMs,
+    metrics,
   })
   await dispatcher.start()
 
@@ -116,20 +123,40 @@ export async function startServer(deps: {
       },
     }),
   ]
-  const app = await buildApp({ ...deps, wakeups, providers })
+  const app = await buildApp({ ...deps, wakeups, providers, metrics })
 
-  return {
+  let metricsListener: MetricsListener | undefined
+  const server: Server = {
     app,
     wakeups,
     dispatcher,
+    get metricsUrl() {
+      return metricsListener?.url
+    },
     redeploy,
     async close(graceMs) {
       // New requests are refused at once and in-flight ones finish, while running syncs get the grace period.
-      await Promise.all([app.close(), dispatcher.stop(graceMs)])
+      await Promise.all([app.close(), dispatcher.stop(graceMs), metricsListener?.close()])
       await Promise.all(loops.map((l) => l.stop()))
       await pool.close()
     },
   }
+  if (metrics && config.metricsPort !== null) {
+    try {
+      metricsListener = await listenMetrics(metrics, {
+        port: config.metricsPort,
+        host: config.host,
+        requestTimeoutMs: config.http.requestTimeoutMs,
+        logger,
+      })
+    } catch (err) {
+      // A port in use stops the start, as the API's own would, with nothing left running.
+      await server.close(0)
+      throw err
+    }
+    logger.info({ url: `${metricsListener.url}/metrics` }, 'metrics listening')
+  }
+  return server
 }
 
 /** The bundled example's connection, so a fresh embedded install has records to page at once. */

@@ -14,6 +14,19 @@ export interface Db {
   readonly kind: DatabaseTarget['kind']
   /** Closes the pool (Postgres) or the embedded instance; safe to call twice. */
   close(): Promise<void>
+  /** The Postgres pool now (GET /metrics); the embedded database has no pool. */
+  poolStats?(): PoolStats
+}
+
+export interface PoolStats {
+  readonly max: number
+  /** Connections open, idle among them, and callers waiting for one */
+  readonly total: number
+  readonly idle: number
+  readonly waiting: number
+  /** Connections handed out since the start, and the seconds callers spent waiting for them */
+  readonly acquired: number
+  readonly waitSeconds: number
 }
 
 export interface OpenOptions {
@@ -56,16 +69,25 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
   pool.on('error', (err) =>
     logger.warn({ code: sqlState(err), reason: err.message }, 'idle database connection lost'),
   )
-  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) })
+  const waits = { acquired: 0, ms: 0 }
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool, waits) }) })
   let closed: Promise<void> | undefined
   return {
     kysely,
     kind: 'postgres',
     close: () => (closed ??= kysely.destroy()),
+    poolStats: () => ({
+      max: poolMax,
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+      acquired: waits.acquired,
+      waitSeconds: waits.ms / 1000,
+    }),
   }
 }
 
-function preparingPool(pool: pg.Pool) {
+function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
   const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()
   const wrap = (client: pg.PoolClient): pg.PoolClient => {
     let proxy = wrapped.get(client)
@@ -103,8 +125,12 @@ function preparingPool(pool: pg.Pool) {
   }
   return {
     connect: async () => {
+      const asked = performance.now()
       try {
-        return wrap(await pool.connect())
+        const client = await pool.connect()
+        waits.acquired++
+        waits.ms += performance.now() - asked
+        return wrap(client)
       } catch (err) {
         // Refused, timed out, reset: no SQLSTATE, but the same fact as 08001 (cannot connect).
         throw sqlState(err) ? err : new DatabaseUnavailableError('08001', err)

@@ -8,6 +8,7 @@ import type { Sealer } from '../crypto.ts'
 import type { Db } from '../db/connect.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { HttpError } from '../errors.ts'
+import type { Metrics } from '../metrics/metrics.ts'
 import { invalidRequest } from '../http/errors.ts'
 import { described, EmptyQuery, errorResponse, errors } from '../http/schemas.ts'
 import { type CursorPosition, decodeCursor, isStorableTimestamp } from './cursor.ts'
@@ -25,6 +26,8 @@ export interface RecordRoutesOptions {
   maxPageBytes: number
   /** SYNCSTORE_PAGE_MEMORY_BYTES: GET /records bodies this process holds at once. */
   pageMemoryBytes: number
+  /** Counts the records GET /records returns */
+  metrics?: Metrics | undefined
 }
 
 /**
@@ -67,7 +70,7 @@ function cursorParam(value: string, name: string): CursorPosition {
 
 export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = async (
   app,
-  { db, sealer, maxPageBytes, pageMemoryBytes },
+  { db, sealer, maxPageBytes, pageMemoryBytes, metrics },
 ) => {
   const memory = new PageMemory(pageMemoryBytes, PAGE_WAIT_MS)
   const hints = new RecordSizeHints()
@@ -178,6 +181,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         })
         if (!page) throw unknownConnection()
         hints.set(hintKey(target), page.maxRecordBytes)
+        metrics?.recordsRead(page.records.length)
         // Already-serialised JSON, bypassing the 200 serializer. As a Buffer, not a string: Node would
         // otherwise measure the text, then copy it once more to put the headers in front of it.
         const body = Buffer.from(renderPage(page))

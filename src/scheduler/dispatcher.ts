@@ -7,6 +7,7 @@ import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import type { Logger } from '../logger.ts'
 import { type Loop, startLoop } from '../loop.ts'
+import type { Metrics, RunEnd } from '../metrics/metrics.ts'
 import { completeRun } from '../runs/complete.ts'
 import type { RunExecutor } from '../runs/execute.ts'
 import { type ClaimedRun, expireRuns, heartbeat } from '../runs/lease.ts'
@@ -27,6 +28,8 @@ export interface DispatcherOptions {
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
   maxRunMs: number
+  /** Counts runs by outcome, their durations and the records they wrote */
+  metrics?: Metrics | undefined
 }
 
 /**
@@ -111,6 +114,7 @@ export class Dispatcher {
   private launch(run: ClaimedRun): void {
     const controller = new AbortController()
     const entry = { run, controller, done: Promise.resolve(), ended: false }
+    const launched = performance.now()
     entry.done = (async () => {
       let outcome: RunOutcome
       try {
@@ -119,8 +123,10 @@ export class Dispatcher {
         outcome = { state: 'FAILED', error: (err as Error).message }
       }
       entry.ended = true
+      if (outcome.result) this.o.metrics?.recordsWritten(outcome.result)
       if (controller.signal.aborted && this.stopping) return // released by stop()
-      await this.finish(run, outcome)
+      const ended = await this.finish(run, outcome)
+      this.o.metrics?.runEnded(ended, (performance.now() - launched) / 1000)
     })()
       .catch((err: unknown) =>
         this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run'),
@@ -132,7 +138,8 @@ export class Dispatcher {
     this.active.set(run.id, entry)
   }
 
-  private async finish(run: ClaimedRun, outcome: RunOutcome): Promise<void> {
+  /** Records the run's end; returns how it ended as recorded. */
+  private async finish(run: ClaimedRun, outcome: RunOutcome): Promise<RunEnd> {
     // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
     // again anyway (the compare-and-set in completeRun then refuses this late end).
     const record = (ended: RunOutcome) =>
@@ -145,14 +152,16 @@ export class Dispatcher {
         { outageMs: this.o.heartbeatTimeoutMs },
       )
     let recorded
+    let state = outcome.state
     try {
       recorded = await record(outcome)
     } catch (err) {
       // The success could not be recorded (stamping it or queueing its webhooks failed): say so,
       // rather than leave the run STARTED until it expires and runs again.
       this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run')
+      state = 'FAILED'
       recorded = await record({
-        state: 'FAILED',
+        state,
         error: `Could not record the run's end: ${(err as Error).message}`,
       })
     }
@@ -162,6 +171,7 @@ export class Dispatcher {
     }
     // A follow-up of this sync was waiting for this run to end: any instance may start it now.
     if (followUp) await this.o.wakeups.notify()
+    return accepted ? (state.toLowerCase() as Lowercase<typeof state>) : 'lost'
   }
 
   private async renewHeartbeats(): Promise<void> {
@@ -186,6 +196,7 @@ export class Dispatcher {
       maxRunMs: this.o.maxRunMs,
     })
     if (expired.length > 0) {
+      this.o.metrics?.runsExpired(expired.length)
       this.o.logger.warn({ runs: expired.map((r) => r.id) }, 'expired runs whose worker stopped reporting')
       await this.o.wakeups.notify()
     }
@@ -221,6 +232,7 @@ export class Dispatcher {
         error: 'Interrupted: the server shut down; run again',
       })
       if (released) {
+        this.o.metrics?.runEnded('cancelled')
         await requestRun(trx, {
           syncId: run.syncId,
           connectionPk: run.connectionPk,

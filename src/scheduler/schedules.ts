@@ -87,3 +87,25 @@ export async function materializeDueRuns(db: Queryable, limit: number): Promise<
     RETURNING id`.execute(db)
   return rows.length
 }
+
+/**
+ * Syncs whose run is due and not started (GET /metrics): a started schedule past its due time
+ * (no instance had room to take it yet) or a waiting run past its due time, with no run of the
+ * sync executing. Both sides read the partial indexes the claim uses, so this costs what the
+ * backlog is, not what the tables hold. `oldestSeconds`: how long the longest-waiting of them has
+ * been due, by the database's clock (0 when none is).
+ */
+export async function dueUnstarted(db: Queryable): Promise<{ count: number; oldestSeconds: number }> {
+  const { rows } = await sql<{ count: number; oldestSeconds: number }>`
+    SELECT count(*)::int AS count,
+           coalesce(extract(epoch FROM now() - min(d.due_at)), 0)::float8 AS "oldestSeconds" FROM (
+      SELECT sync_id, min(due_at) AS due_at FROM (
+        SELECT s.sync_id, s.next_due_at AS due_at FROM schedules s
+        WHERE s.state = 'STARTED' AND s.next_due_at <= now()
+        UNION ALL
+        SELECT r.sync_id, r.due_at FROM runs r WHERE r.state = 'CREATED' AND r.due_at <= now()
+      ) waiting GROUP BY sync_id
+    ) d
+    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.sync_id = d.sync_id AND r.state = 'STARTED')`.execute(db)
+  return rows[0]!
+}

@@ -212,3 +212,14 @@ export async function retryFailed(db: Queryable, environmentId: number): Promise
     .executeTakeFirst()
   return Number(result.numUpdatedRows)
 }
+
+/**
+ * Deliveries not yet made (GET /metrics): all pending ones, and those whose attempt is due now
+ * (the others wait out a retry's backoff). Reads the partial index on pending deliveries.
+ */
+export async function deliveryBacklog(db: Queryable): Promise<{ pending: number; due: number }> {
+  const { rows } = await sql<{ pending: number; due: number }>`
+    SELECT count(*)::int AS pending, (count(*) FILTER (WHERE next_attempt_at <= now()))::int AS due
+    FROM webhook_deliveries WHERE state = 'pending'`.execute(db)
+  return rows[0]!
+}
