@@ -30,6 +30,18 @@ export async function proxyThroughNango(
   config: ProxyConfig,
   target: NangoProxyTarget,
 ): Promise<ProxyResponse> {
+  const { response, where } = await sendThroughNango(config, target)
+  return proxyAnswer(response, where, config.responseType)
+}
+
+/**
+ * The request through Nango's proxy, and Nango's answer unread (the HTTP /proxy route passes it
+ * on as it is); `where` names the request for messages.
+ */
+export async function sendThroughNango(
+  config: ProxyConfig,
+  target: NangoProxyTarget,
+): Promise<{ response: Response; where: string }> {
   if (typeof config.endpoint !== 'string') throw new Error('proxy: endpoint must be a string')
   const base = target.pairing.url.replace(/\/+$/, '')
   const url = new URL(`${base}/proxy/${config.endpoint.replace(/^\/+/, '')}`)
@@ -68,9 +80,15 @@ export async function proxyThroughNango(
   } catch (err) {
     const inner = (err as { cause?: { code?: string; message?: string } }).cause
     const reason = inner?.code ?? inner?.message ?? (err as Error).message
-    throw new Error(`${where} failed: Nango is unreachable at ${base} (${reason})`, { cause: err })
+    throw new NangoUnreachableError(`${where} failed: Nango is unreachable at ${base} (${reason})`, {
+      cause: err,
+    })
   }
-  return proxyAnswer(response, where, config.responseType)
+  return { response, where }
+}
+
+export class NangoUnreachableError extends Error {
+  override name = 'NangoUnreachableError'
 }
 
 /**

@@ -9,6 +9,8 @@ import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { HttpError } from '../errors.ts'
 import { described, errorResponse, errors } from '../http/schemas.ts'
+import { NangoUnreachableError, sendThroughNango } from '../nango/proxy.ts'
+import { pairingOf } from '../nango/store.ts'
 import type { IntegrationConfig } from '../syncs/definitions.ts'
 import { sendProxied } from './proxy.ts'
 import { MissingVariableError } from './template.ts'
@@ -37,6 +39,8 @@ const NEVER_FORWARDED = new Set([
   'content-encoding',
 ])
 const FORWARD_PREFIX = 'nango-proxy-'
+// A paired environment's request waits this long for its Nango (and Nango's retries).
+const NANGO_PROXY_TIMEOUT_MS = 120_000
 // A request asks for this many retries at most (each may wait for the API's rate limit).
 const MAX_RETRIES = 10
 
@@ -63,7 +67,8 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
           "integration's provider (built-in catalogue, SYNCSTORE_PROVIDERS_FILE, integration.json). " +
           '`Nango-Proxy-<name>` headers are sent as `<name>`; `Retries` (default 0) retries 429 and 5xx ' +
           "(or the provider's codes, and `Retry-On`), waiting as the API's rate-limit headers say; " +
-          '`Base-Url-Override` replaces the base URL.',
+          '`Base-Url-Override` replaces the base URL. In an environment paired with Nango, the request ' +
+          "goes through that Nango's own /proxy, which adds the credentials and knows the provider.",
         response: {
           200: described(
             "The API's answer as it gave it, status included (its error statuses too).",
@@ -73,6 +78,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
           404: errorResponse('`unknown_provider_config`: no integration has this Provider-Config-Key.'),
           ...errors(415),
           502: errorResponse('`proxy_request_failed`: the API could not be reached.'),
+          503: errorResponse('`nango_unavailable`: the paired Nango could not be reached.'),
         },
       },
       handler,
@@ -87,6 +93,34 @@ async function proxy(
 ): Promise<FastifyReply> {
   const { environmentId } = request.principal
   const options = proxyHeaders(request)
+  // The path and query after /proxy, as Nango takes them
+  const endpoint = request.url.replace(/^\/proxy\/?/, '/')
+  const call = {
+    endpoint,
+    method: request.method,
+    headers: options.forwarded,
+    data: request.body,
+    retries: options.retries,
+    retryOn: options.retryOn,
+    ...(options.baseUrlOverride ? { baseUrlOverride: options.baseUrlOverride } : {}),
+  }
+  // A paired environment's requests go through its Nango, which knows the connection, its
+  // credentials and its provider (SPEC 6.5).
+  const pairing = await pairingOf(db, sealer, environmentId)
+  if (pairing) {
+    try {
+      const { response } = await sendThroughNango(call, {
+        pairing,
+        providerConfigKey: options.providerConfigKey,
+        connectionId: options.connectionId,
+        deadline: Date.now() + NANGO_PROXY_TIMEOUT_MS,
+      })
+      return await passOn(reply, response)
+    } catch (err) {
+      if (!(err instanceof NangoUnreachableError)) throw err
+      throw new HttpError(503, 'nango_unavailable', err.message, undefined, { cause: err })
+    }
+  }
   const integration = await db
     .selectFrom('integrations')
     .select(['provider', 'config'])
@@ -108,33 +142,25 @@ async function proxy(
       `No connection ${options.connectionId} of integration ${options.providerConfigKey}`,
     )
   }
-  // The path and query after /proxy, as Nango takes them
-  const endpoint = request.url.replace(/^\/proxy\/?/, '/')
   let sent
   try {
-    sent = await sendProxied(
-      {
-        endpoint,
-        method: request.method,
-        headers: options.forwarded,
-        data: request.body,
-        retries: options.retries,
-        ...(options.baseUrlOverride ? { baseUrlOverride: options.baseUrlOverride } : {}),
-      },
-      {
-        provider: providers.resolve(integration.provider, integration.config as IntegrationConfig),
-        providerName: integration.provider,
-        connection,
-        retryOn: options.retryOn,
-      },
-    )
+    sent = await sendProxied(call, {
+      provider: providers.resolve(integration.provider, integration.config as IntegrationConfig),
+      providerName: integration.provider,
+      connection,
+      retryOn: options.retryOn,
+    })
   } catch (err) {
     if (err instanceof MissingVariableError) {
       throw new HttpError(400, 'missing_template_variable', err.message)
     }
     throw new HttpError(502, 'proxy_request_failed', (err as Error).message, undefined, { cause: err })
   }
-  const { response } = sent
+  return passOn(reply, sent.response)
+}
+
+/** The API's answer as it came: status, body, and the headers Nango's proxy passes on. */
+async function passOn(reply: FastifyReply, response: Response): Promise<FastifyReply> {
   const bytes = Buffer.from(await response.arrayBuffer())
   for (const [name, value] of response.headers) {
     const forwarded = response.ok ? SUCCESS_HEADERS.includes(name) : !NEVER_FORWARDED.has(name)

@@ -1,3 +1,4 @@
+import { Nango } from '@nangohq/node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { savePairing } from '../../src/nango/store.ts'
@@ -194,6 +195,27 @@ describe('a paired environment’s credentials and requests go through Nango', {
     const asked = nango.requests.filter((r) => !r.startsWith('GET /proxy') && !r.includes('/proxy/'))
     expect(asked.filter((r) => r.startsWith('GET /providers/ticketing'))).toHaveLength(1)
     expect(asked.filter((r) => r.includes('force_refresh=false&refresh_token=true'))).toHaveLength(1)
+  })
+
+  it('the HTTP /proxy route of a paired environment goes through Nango’s proxy too', async () => {
+    const client = new Nango({ secretKey: t.key, host: t.url })
+    const before = nango.proxied.length
+    const me = await client.get({
+      endpoint: '/me',
+      connectionId: 'c1',
+      providerConfigKey: 'tickets',
+      headers: { 'X-Trace': 'trace-2' },
+    })
+    expect(me.data).toEqual({ name: 'ada', trace: 'trace-2' })
+    // The API's error answer passes through with its status.
+    const missing = await client
+      .get({ endpoint: '/missing', connectionId: 'c1', providerConfigKey: 'tickets' })
+      .then(
+        () => undefined,
+        (err: { response?: { status: number; data: unknown } }) => err.response,
+      )
+    expect(missing).toMatchObject({ status: 404, data: { error: 'not here' } })
+    expect(nango.proxied.slice(before)).toEqual([`GET ${provider.url}/me`, `GET ${provider.url}/missing`])
   })
 
   it('stores no credentials here; GET /connections/{id} shows Nango’s', async () => {
