@@ -247,6 +247,9 @@ export async function listConnections(
       'refresh_attempts',
     ])
     .where('environment_id', '=', environmentId)
+    // A connection deleted in its paired Nango is gone from the list; its records stay readable
+    // until retention removes them.
+    .where('deleted_upstream_at', 'is', null)
   if (filter.connectionId !== undefined) query = query.where('connection_id', '=', filter.connectionId)
   if (filter.integrationIds?.length) query = query.where('provider_config_key', 'in', filter.integrationIds)
   if (filter.endUserId !== undefined) query = query.where(sql`end_user ->> 'id'`, '=', filter.endUserId)

@@ -238,7 +238,7 @@ describe('syncstore nango', { timeout: 240_000 }, () => {
     nango.failPage = null
   })
 
-  it('a connection deleted in Nango stops its syncs and keeps its records', async () => {
+  it('a connection deleted in Nango stops its syncs, leaves the connections list and keeps its records', async () => {
     await waitFor(
       'lost-1 stopped',
       async () => ((await syncStatus('lost-1'))[0].status === 'STOPPED' ? true : undefined),
@@ -247,6 +247,12 @@ describe('syncstore nango', { timeout: 240_000 }, () => {
       },
     )
     expect(await records('lost-1')).toHaveLength(1)
+    // Gone from the connections list; its records page as before.
+    const listed = await api('/connections')
+    expect(listed.status).toBe(200)
+    const ids = (listed.body.connections as { connection_id: string }[]).map((c) => c.connection_id)
+    expect(ids).not.toContain('lost-1')
+    expect(ids.length).toBeGreaterThan(0)
     const status = await cli('nango', 'status', '--env', 'dev')
     expect(status.stdout).toMatch(/last reconcile: \S+ succeeded \(listed 3, added 0, deleted \d, kept 0\)/)
   })
