@@ -4,6 +4,7 @@ import { type Connection, expiryOf, findConnection, type JsonObject } from '../c
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { HttpError } from '../errors.ts'
+import { countRefresh } from '../metrics/metrics.ts'
 import { pairingOf } from '../nango/store.ts'
 import { interpolate } from '../providers/template.ts'
 import type { Provider } from '../providers/types.ts'
@@ -119,9 +120,11 @@ async function refreshLocked(
       const message = (err as Error).message
       // Committed with the transaction: the failure is on the connection whatever the caller does.
       await recordRefreshFailure(trx, sealer, locked.id, message)
+      countRefresh(db, 'failure')
       failure = refreshFailed(locked, message)
       return locked
     }
+    countRefresh(db, 'success')
     return saveRefreshed(trx, sealer, locked.id, credentials)
   })
   if (failure) throw failure
