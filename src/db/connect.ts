@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import { type CompiledQuery, Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 
 import type { DatabaseTarget } from '../config.ts'
@@ -9,8 +9,21 @@ import type { Database } from './database.ts'
 import { DatabaseUnavailableError, sqlState } from './errors.ts'
 import { PREPARED } from './prepared.ts'
 
-export interface Db {
+/**
+ * Runs a compiled query and hands each row to `onRow` as an array of its column values, as the row
+ * arrives: a large result is never held whole, so its values die young (V8 copies every young
+ * object still alive at a scavenge, and a held 1 MB page is copied many times over). An exception
+ * from `onRow` stops the rows and rejects once the statement is over.
+ */
+export type EachRow = (query: CompiledQuery, onRow: (row: readonly unknown[]) => void) => Promise<void>
+
+/** A database to read rows from one by one; `Db` is one, `rowsVia` makes one of any Kysely. */
+export interface RowReader {
   readonly kysely: Kysely<Database>
+  readonly eachRow: EachRow
+}
+
+export interface Db extends RowReader {
   readonly kind: DatabaseTarget['kind']
   /** Closes the pool (Postgres) or the embedded instance; safe to call twice. */
   close(): Promise<void>
@@ -70,10 +83,19 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
     logger.warn({ code: sqlState(err), reason: err.message }, 'idle database connection lost'),
   )
   const waits = { acquired: 0, ms: 0 }
-  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool, waits) }) })
+  const preparing = preparingPool(pool, waits)
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparing }) })
   let closed: Promise<void> | undefined
   return {
     kysely,
+    eachRow: async (query, onRow) => {
+      const client = await preparing.connect()
+      try {
+        await client.eachRow(query.sql, query.parameters, onRow)
+      } finally {
+        client.release()
+      }
+    },
     kind: 'postgres',
     close: () => (closed ??= kysely.destroy()),
     poolStats: () => ({
@@ -88,8 +110,8 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
 }
 
 function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
-  const wrapped = new WeakMap<pg.PoolClient, pg.PoolClient>()
-  const wrap = (client: pg.PoolClient): pg.PoolClient => {
+  const wrapped = new WeakMap<pg.PoolClient, RowClient>()
+  const wrap = (client: pg.PoolClient): RowClient => {
     let proxy = wrapped.get(client)
     if (!proxy) {
       // pg emits 'error' on a client whose backend dies while no query is running (FATAL 57P01 from
@@ -112,9 +134,36 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
           throw broken && !sqlState(err) ? new DatabaseUnavailableError('08006', err) : err
         }
       }
-      proxy = new Proxy(client, {
+      const eachRow = (text: string, values: readonly unknown[], onRow: (row: readonly unknown[]) => void) =>
+        new Promise<void>((resolve, reject) => {
+          let thrown: { error: unknown } | undefined
+          const config: pg.QueryArrayConfig = {
+            ...(text.startsWith(PREPARED) ? { name: statementName(text) } : {}),
+            text,
+            values: [...values],
+            rowMode: 'array',
+          }
+          // @types/pg types the constructor with object rows only; pg takes rowMode here too.
+          const statement = new pg.Query(config as pg.QueryConfig)
+          // With a 'row' listener and no callback, pg keeps no rows.
+          statement.on('row', (row: unknown[]) => {
+            if (thrown) return
+            try {
+              onRow(row)
+            } catch (error) {
+              thrown = { error }
+            }
+          })
+          statement.on('error', (err: Error) =>
+            reject(broken && !sqlState(err) ? new DatabaseUnavailableError('08006', err) : err),
+          )
+          statement.on('end', () => (thrown ? reject(thrown.error) : resolve()))
+          client.query(statement)
+        })
+      proxy = new Proxy(client as RowClient, {
         get(target, prop, receiver) {
           if (prop === 'query') return query
+          if (prop === 'eachRow') return eachRow
           const value = Reflect.get(target, prop, receiver) as unknown
           return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
         },
@@ -124,7 +173,7 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
     return proxy
   }
   return {
-    connect: async () => {
+    connect: async (): Promise<RowClient> => {
       const asked = performance.now()
       try {
         const client = await pool.connect()
@@ -142,6 +191,25 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
   }
 }
 
+/** A pool client that can also stream a statement's rows (EachRow). */
+interface RowClient extends pg.PoolClient {
+  eachRow(text: string, values: readonly unknown[], onRow: (row: readonly unknown[]) => void): Promise<void>
+}
+
+/**
+ * EachRow over any Kysely (the embedded database, a transaction's caller): the rows come all at
+ * once, then go to `onRow` in order. For callers that read a few rows, or cannot stream.
+ */
+export function rowsVia(kysely: Kysely<Database>): RowReader {
+  return {
+    kysely,
+    eachRow: async (query, onRow) => {
+      const { rows } = await kysely.executeQuery(query)
+      for (const row of rows) onRow(Object.values(row as object))
+    },
+  }
+}
+
 const statementName = (text: string) => `s_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
 
 async function openEmbedded(dataDir: string): Promise<Db> {
@@ -152,7 +220,7 @@ async function openEmbedded(dataDir: string): Promise<Db> {
   const kysely = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
   let closed: Promise<void> | undefined
   return {
-    kysely,
+    ...rowsVia(kysely),
     kind: 'embedded',
     close: () => (closed ??= kysely.destroy().then(() => (pglite.closed ? undefined : pglite.close()))),
   }

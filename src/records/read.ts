@@ -2,8 +2,10 @@ import { type RawBuilder, sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import { PREPARED } from '../db/prepared.ts'
+import type { RowReader } from '../db/connect.ts'
 import type { Queryable } from '../db/database.ts'
 import type { CursorPosition } from './cursor.ts'
+import { PageWriter, recordText } from './format.ts'
 
 export type Action = 'added' | 'updated' | 'deleted'
 
@@ -19,20 +21,12 @@ export interface PageQuery {
   maxBytes: number
 }
 
-export interface RecordRow {
-  id: number
-  externalId: string
-  /** Plain JSON text of the record, `id` first; null once pruned */
-  json: string | null
-  /** Postgres text of the timestamps, e.g. `2024-03-27 15:10:27.123456+00` */
-  firstSeenAt: string
-  lastModifiedAt: string
-  deletedAt: string | null
-  prunedAt: string | null
-}
-
+/** One page as its GET /records body. */
 export interface Page {
-  records: RecordRow[]
+  /** `{"next_cursor": ..., "records": [...]}`, UTF-8 */
+  body: Buffer
+  /** Records in the body */
+  count: number
   /** More records follow the last one returned (next_cursor is then set). */
   hasMore: boolean
   /** The dataset's largest record (`datasets.max_size_bytes`) when the page was read; 0 when empty. */
@@ -77,9 +71,15 @@ function conditions(target: PageTarget, q: PageQuery): RawBuilder<boolean> {
 }
 
 /**
- * One page of a dataset in cursor order, in one prepared statement: the connection lookup and the
- * keyset scan share one round trip. Returns null when the connection does not exist in the
- * environment.
+ * One page of a dataset in cursor order, rendered as its body, in one prepared statement: the
+ * connection lookup and the keyset scan share one round trip. Returns null when the connection does
+ * not exist in the environment.
+ *
+ * Postgres renders each record's `_nango_metadata` and cursor (format.ts' RecordText), and Node
+ * writes them behind the payloads into the body's buffer as each row arrives (`eachRow`): Node
+ * handles three short-lived strings a record, never holds the page's rows (a held page is copied
+ * by every scavenge), and never builds it as one string (V8 makes strings past ~128 KiB slowly).
+ * Together these took Node's CPU for a 1,000-record page from 15.6 ms to 4.0 ms.
  *
  * The byte budget: while (limit + 1) x the dataset's largest record fits it, the page is a plain
  * keyset scan. Otherwise a running byte total bounds the page inside Postgres, so a page of huge
@@ -88,7 +88,7 @@ function conditions(target: PageTarget, q: PageQuery): RawBuilder<boolean> {
  * running total costs as much as the scan itself, so small records never pay for it.
  */
 export async function readPage(
-  db: Queryable,
+  db: RowReader,
   sealer: Sealer,
   target: PageTarget,
   q: PageQuery,
@@ -96,75 +96,61 @@ export async function readPage(
   const where = conditions(target, q)
   const fetch = q.limit + 1
   const small = sql<boolean>`d.max_size * ${fetch} <= ${q.maxBytes}`
-  const { rows } = await sql<{
-    id: number | null
-    external_id: string
-    payload: string | null
-    first_seen_at: string
-    last_modified_at: string
-    deleted_at: string | null
-    pruned_at: string | null
-    fits: boolean
-    max_size: number
-  }>`${sql.raw(PREPARED)}
+  const query = sql`${sql.raw(PREPARED)}
     WITH d AS (
       SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size
       FROM connections c
       LEFT JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = ${target.model} AND ds.variant = ${target.variant}
       WHERE c.environment_id = ${target.environmentId} AND c.provider_config_key = ${target.providerConfigKey}
         AND c.connection_id = ${target.connectionId}
-    )
-    SELECT p.id, p.external_id, p.payload, p.first_seen_at::text, p.last_modified_at::text, p.deleted_at::text,
-           p.pruned_at::text, true AS fits, d.max_size
-    FROM d LEFT JOIN LATERAL (
-      SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
-      FROM records r
-      WHERE ${small} AND ${where}
-      ORDER BY r.last_modified_at, r.id
-      LIMIT ${fetch}
-    ) p ON true
-    WHERE ${small}
-    UNION ALL
-    SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at::text, p.last_modified_at::text,
-           p.deleted_at::text, p.pruned_at::text, p.fits, d.max_size
-    FROM d LEFT JOIN LATERAL (
-      SELECT w.*, w.running <= ${q.maxBytes} OR w.running = w.size_bytes AS fits
-      FROM (
-        SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at,
-               r.size_bytes, sum(r.size_bytes) OVER (ORDER BY r.last_modified_at, r.id ROWS UNBOUNDED PRECEDING) AS running,
-               row_number() OVER (ORDER BY r.last_modified_at, r.id) AS rn
+    ),
+    p AS (
+      SELECT p.*, true AS fits, d.max_size
+      FROM d LEFT JOIN LATERAL (
+        SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
         FROM records r
-        WHERE NOT ${small} AND ${where}
+        WHERE ${small} AND ${where}
         ORDER BY r.last_modified_at, r.id
         LIMIT ${fetch}
-      ) w
-      -- Every row whose predecessors all fit; the second always comes, since the first fits even when
-      -- it alone is over the budget.
-      WHERE w.running - w.size_bytes <= ${q.maxBytes} OR w.rn <= 2
-    ) p ON true
-    WHERE NOT ${small}`.execute(db)
+      ) p ON true
+      WHERE ${small}
+      UNION ALL
+      SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at, p.last_modified_at,
+             p.deleted_at, p.pruned_at, p.fits, d.max_size
+      FROM d LEFT JOIN LATERAL (
+        SELECT w.*, w.running <= ${q.maxBytes} OR w.running = w.size_bytes AS fits
+        FROM (
+          SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at,
+                 r.size_bytes, sum(r.size_bytes) OVER (ORDER BY r.last_modified_at, r.id ROWS UNBOUNDED PRECEDING) AS running,
+                 row_number() OVER (ORDER BY r.last_modified_at, r.id) AS rn
+          FROM records r
+          WHERE NOT ${small} AND ${where}
+          ORDER BY r.last_modified_at, r.id
+          LIMIT ${fetch}
+        ) w
+        -- Every row whose predecessors all fit; the second always comes, since the first fits even when
+        -- it alone is over the budget.
+        WHERE w.running - w.size_bytes <= ${q.maxBytes} OR w.rn <= 2
+      ) p ON true
+      WHERE NOT ${small}
+    )
+    SELECT ${recordText('p')}, p.fits, p.max_size FROM p`.compile(db.kysely)
 
-  if (rows.length === 0) return null
-  const maxRecordBytes = rows[0]!.max_size
-  const records: RecordRow[] = []
-  let hasMore = false
-  for (const row of rows) {
-    if (row.id === null) break
-    if (records.length === q.limit || !row.fits) {
-      hasMore = true
-      break
-    }
-    records.push({
-      id: row.id,
-      externalId: row.external_id,
-      json: row.payload === null ? null : sealer.open(row.payload),
-      firstSeenAt: row.first_seen_at,
-      lastModifiedAt: row.last_modified_at,
-      deletedAt: row.deleted_at,
-      prunedAt: row.pruned_at,
-    })
-  }
-  return { records, hasMore, maxRecordBytes }
+  const page = new PageWriter(q.limit, sealer)
+  let maxRecordBytes: number | undefined
+  await db.eachRow(query, (row) => {
+    const [json, meta, cursor, fits, maxSize] = row as [
+      string | null,
+      string | null,
+      string | null,
+      boolean,
+      number,
+    ]
+    maxRecordBytes = maxSize
+    page.add({ json, meta, cursor }, fits)
+  })
+  if (maxRecordBytes === undefined) return null
+  return { body: page.body(), count: page.count, hasMore: page.hasMore, maxRecordBytes }
 }
 
 /**

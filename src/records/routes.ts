@@ -13,7 +13,6 @@ import { invalidRequest } from '../http/errors.ts'
 import { described, EmptyQuery, errorResponse, errors } from '../http/schemas.ts'
 import { type CursorPosition, decodeCursor, isStorableTimestamp } from './cursor.ts'
 import { BASE_VARIANT, type Dataset } from './datasets.ts'
-import { renderPage } from './format.ts'
 import { pruneRecords } from './prune.ts'
 import { PageMemory, RecordSizeHints, type Reservation } from './page-memory.ts'
 import { type Action, largestRecordBytes, type PageTarget, readPage } from './read.ts'
@@ -171,7 +170,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       if (closed.aborted) held.release()
       else closed.addEventListener('abort', held.release, { once: true })
       try {
-        const page = await readPage(db.kysely, sealer, target, {
+        const page = await readPage(db, sealer, target, {
           after,
           modifiedAfter: q.delta ?? q.modified_after,
           actions: q.filter ? new Set(q.filter.toLowerCase().split(',') as Action[]) : undefined,
@@ -181,10 +180,9 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         })
         if (!page) throw unknownConnection()
         hints.set(hintKey(target), page.maxRecordBytes)
-        metrics?.recordsRead(page.records.length)
-        // Already-serialised JSON, bypassing the 200 serializer. As a Buffer, not a string: Node would
-        // otherwise measure the text, then copy it once more to put the headers in front of it.
-        const body = Buffer.from(renderPage(page))
+        metrics?.recordsRead(page.count)
+        // Already-serialised JSON, bypassing the 200 serializer.
+        const body = page.body
         held.resize(body.length)
         // One write. While the socket takes any of it, Node holds off the idle timeout (net.Socket
         // compares its write queue between timeouts), so a slow reader gets the whole page and a

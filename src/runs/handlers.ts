@@ -8,6 +8,7 @@ import type { Sealer } from '../crypto.ts'
 import { integrationClient } from '../credentials/app.ts'
 import { nangoProviderOf } from '../credentials/nango.ts'
 import { credentialsStale, freshConnection } from '../credentials/refresh.ts'
+import { rowsVia } from '../db/connect.ts'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { readDefinitions } from '../deployments/store.ts'
@@ -20,7 +21,6 @@ import type { Dataset, WriteGuard } from '../records/datasets.ts'
 import { batchDelete, trackDeletesEnd, trackDeletesStart } from '../records/delete.ts'
 import { isPlainObject } from '../json.ts'
 import { decodeCursor } from '../records/cursor.ts'
-import { renderPage } from '../records/format.ts'
 import { lastModifiedAt, modifiedAfter } from '../records/merging.ts'
 import { externalIdOf } from '../records/payload.ts'
 import { readPage } from '../records/read.ts'
@@ -262,14 +262,14 @@ export function runHandlers(c: RunContext): NangoHandlers {
       const { environmentId, providerConfigKey, connectionId } = c.sync
       const target = { environmentId, providerConfigKey, connectionId, model: ds.model, variant: ds.variant }
       const externalIds = Array.isArray(ids) ? ids.map(String) : undefined
-      const page = await readPage(db, sealer, target, {
+      const page = await readPage(rowsVia(db), sealer, target, {
         after,
         externalIds,
         limit: LIST_PAGE,
         maxBytes: LIST_PAGE_BYTES,
       })
       if (!page) throw new Error('The connection no longer exists')
-      return renderPage(page)
+      return page.body.toString()
     },
     async setMergingStrategy(requested, model) {
       const ds = dataset(model)

@@ -24,7 +24,6 @@ import type { Database } from '../../src/db/database.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor, pgTimestampToRfc3339 } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { renderPage } from '../../src/records/format.ts'
 import { type PageTarget, readPage } from '../../src/records/read.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
 import { batchDelete, batchSave, batchUpdate } from '../helpers/records.ts'
@@ -219,13 +218,13 @@ describe('concurrent writers and a paging reader', () => {
     const rnd = prng(SEED + 200)
     async function readOnePage(): Promise<boolean> {
       const limit = rnd.next() < 0.5 ? 100 : rnd.int(1, 100)
-      const page = await readPage(db, sealer, target, {
+      const page = await readPage(database.db, sealer, target, {
         after: cursor === undefined ? undefined : decodeCursor(cursor),
         limit,
         maxBytes: rnd.next() < 0.2 ? 4000 : 10 * 1024 * 1024,
       })
       expect(page).not.toBeNull()
-      const body = JSON.parse(renderPage(page!)) as { next_cursor: string | null; records: WireRecord[] }
+      const body = JSON.parse(page!.body.toString()) as { next_cursor: string | null; records: WireRecord[] }
       const ids = body.records.map((r) => r.id)
       expect(new Set(ids).size, 'no duplicates within a page').toBe(ids.length)
       for (const rec of body.records) {

@@ -133,12 +133,13 @@ describe('with SYNCSTORE_ENCRYPTION_KEY', () => {
       variant: 'base',
     }
     const query = { limit: 100, maxBytes: 1 << 20 }
-    await expect(readPage(db(), plain, target, query)).rejects.toThrow(DecryptionError)
-    await expect(readPage(db(), createSealer(randomBytes(32)), target, query)).rejects.toThrow(
+    await expect(readPage(t.db, plain, target, query)).rejects.toThrow(DecryptionError)
+    await expect(readPage(t.db, createSealer(randomBytes(32)), target, query)).rejects.toThrow(
       DecryptionError,
     )
-    const page = await readPage(db(), t.sealer, target, query)
-    expect(JSON.parse(page!.records[0]!.json!)).toEqual({ id: 'k1', note: SECRET })
+    const page = await readPage(t.db, t.sealer, target, query)
+    const { records } = JSON.parse(page!.body.toString()) as { records: { _nango_metadata: unknown }[] }
+    expect(records.map(({ _nango_metadata, ...record }) => record)).toEqual([{ id: 'k1', note: SECRET }])
   })
 })
 

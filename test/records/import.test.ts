@@ -64,13 +64,23 @@ async function writeNdjson(name: string, lines: string[]): Promise<string> {
 const recordLine = (n: number) => JSON.stringify({ id: `r${n}`, n, name: `Contact ${n}`, tags: ['import'] })
 const numbered = (count: number) => Array.from({ length: count }, (_, i) => recordLine(i + 1))
 
+interface WireRecord {
+  id: string
+  _nango_metadata: { last_modified_at: string }
+}
+
 /** What GET /records would return for the dataset, and the dataset's record_count. */
 async function stored(connectionId: string, variant = BASE_VARIANT) {
   return database.withDb(async (db) => {
     const env = (await findEnvironment(db.kysely, 'dev'))!
     const target = { environmentId: env.id, providerConfigKey: 'crm', connectionId, model: MODEL, variant }
-    const page = await readPage(db.kysely, sealer, target, { limit: 10_000, maxBytes: 1 << 30 })
-    const records = page!.records
+    const page = await readPage(db, sealer, target, { limit: 10_000, maxBytes: 1 << 30 })
+    const wire = (JSON.parse(page!.body.toString()) as { records: WireRecord[] }).records
+    const records = wire.map(({ _nango_metadata: meta, ...fields }) => ({
+      externalId: fields.id,
+      fields,
+      lastModifiedAt: meta.last_modified_at,
+    }))
     const ref = await db.kysely
       .selectFrom('connections')
       .select('id')
@@ -109,7 +119,7 @@ describe('syncstore records import', { timeout: 240_000 }, () => {
     expect(after.count).toBe(2500)
     expect(after.ids).toEqual(new Set(Array.from({ length: 2500 }, (_, i) => `r${i + 1}`)))
     const r1234 = after.records.find((r) => r.externalId === 'r1234')!
-    expect(JSON.parse(r1234.json!)).toEqual({ id: 'r1234', n: 1234, name: 'Contact 1234', tags: ['import'] })
+    expect(r1234.fields).toEqual({ id: 'r1234', n: 1234, name: 'Contact 1234', tags: ['import'] })
     // Three batches, three timestamps, in file order.
     const stamps = [...new Set(after.records.map((r) => r.lastModifiedAt))]
     expect(stamps).toHaveLength(3)

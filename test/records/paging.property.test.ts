@@ -26,7 +26,6 @@ import { createSealer, type Sealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor, encodeCursor, pgTimestampToRfc3339 } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { renderPage } from '../../src/records/format.ts'
 import { type PageTarget, readPage } from '../../src/records/read.ts'
 import type { WriteResult } from '../../src/records/write-result.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
@@ -249,13 +248,13 @@ describe('paging with next_cursor under random writes (property)', () => {
         /** Reads one page after `cursor`; checks (c) and the page's cursor invariants. */
         const page = async (cursor: string | undefined, spec: PageSpec) => {
           const maxBytes = spec.tight ? 900 : BIG_PAGE_BYTES
-          const result = await readPage(db, sealer, target, {
+          const result = await readPage(database.db, sealer, target, {
             after: cursor === undefined ? undefined : decodeCursor(cursor),
             limit: spec.limit,
             maxBytes,
           })
           expect(result).not.toBeNull()
-          const body = JSON.parse(renderPage(result!)) as {
+          const body = JSON.parse(result!.body.toString()) as {
             next_cursor: string | null
             records: WireRecord[]
           }

@@ -11,7 +11,6 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer, type Sealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { renderPage } from '../../src/records/format.ts'
 import { readPage } from '../../src/records/read.ts'
 import { type RetentionLimits, runRetention } from '../../src/records/retention.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
@@ -92,12 +91,12 @@ describe('retention', () => {
   /** The whole dataset as GET /records renders it: id → metadata (cursor, pruned_at, ...). */
   async function wire(ds: Dataset) {
     const page = await readPage(
-      db(),
+      database.db,
       sealer,
       { ...connection, model: ds.model, variant: ds.variant },
       { limit: 10_000, maxBytes: 10 * 1024 * 1024 },
     )
-    const body = JSON.parse(renderPage(page!)) as {
+    const body = JSON.parse(page!.body.toString()) as {
       records: {
         id: string
         _nango_metadata: { cursor: string; pruned_at: string | null; last_modified_at: string }

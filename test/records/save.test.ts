@@ -8,7 +8,6 @@ import { createSealer } from '../../src/crypto.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { decodeCursor } from '../../src/records/cursor.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
-import { renderPage } from '../../src/records/format.ts'
 import { RecordError } from '../../src/records/payload.ts'
 import { readPage } from '../../src/records/read.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
@@ -58,9 +57,9 @@ async function newDataset() {
       model: MODEL,
       variant: BASE_VARIANT,
     }
-    const page = await readPage(db(), sealer, target, { limit: 10_000, maxBytes: 1 << 30 })
+    const page = await readPage(database.db, sealer, target, { limit: 10_000, maxBytes: 1 << 30 })
     expect(page).not.toBeNull()
-    const body = renderPage(page!)
+    const body = page!.body.toString()
     return { body, records: (JSON.parse(body) as { records: ApiRecord[] }).records }
   }
   const byId = async (id: string) => (await get()).records.find((r) => r.id === id)
