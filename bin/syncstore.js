@@ -1,10 +1,21 @@
 #!/usr/bin/env node
-// The `syncstore` command. TypeScript sources run through tsx, which also loads users' sync
-// definitions written in TypeScript; there is no separate build step to forget.
-import { register } from 'tsx/esm/api'
+// The `syncstore` command. It runs the compiled JavaScript in dist/ (built by `npm install`, see
+// scripts/build.js) while dist/ matches the sources, and the TypeScript sources through tsx
+// otherwise (a checkout being edited, or an install without TypeScript). Compiled, the server
+// starts sooner and holds less memory: no module hooks thread, nothing transformed at start.
+import { existsSync, readFileSync } from 'node:fs'
 
-register()
-const { main } = await import('../src/main.ts')
+import { sourceStamp, STAMP_FILE } from './source-stamp.js'
+
+const compiled = existsSync(STAMP_FILE) && readFileSync(STAMP_FILE, 'utf8') === sourceStamp()
+let main
+if (compiled) {
+  ;({ main } = await import('../dist/main.js'))
+} else {
+  const { register } = await import('tsx/esm/api')
+  register()
+  ;({ main } = await import('../src/main.ts'))
+}
 try {
   // For `serve`, 0 means "listening"; the process then lives until a signal and exits through
   // its shutdown handler. Any other code (bad configuration, busy database) is the exit code.

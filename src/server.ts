@@ -69,8 +69,16 @@ export async function startServer(deps: {
   }
   await redeploy()
   if (config.exampleIntegrations) await ensureDemoConnection(db, sealer)
-  // Each warm worker is a V8 isolate of its own (tens of MB): keep them only when there is something to run.
-  if (await db.kysely.selectFrom('sync_definitions').select('name').limit(1).executeTakeFirst()) pool.warm()
+  // Each warm worker is a V8 isolate of its own (about 24 MB): keep them only when there is something
+  // to run, a started schedule. Deployed syncs nobody started (autoStart: false) warm nothing; the
+  // pool starts a worker for the first run that comes anyway.
+  const running = await db.kysely
+    .selectFrom('schedules')
+    .select('sync_id')
+    .where('state', '=', 'STARTED')
+    .limit(1)
+    .executeTakeFirst()
+  if (running) pool.warm()
   const executor = new SyncExecutor({
     db: db.kysely,
     sealer,

@@ -245,7 +245,13 @@ const BUNDLES_PER_LOADER = 200
 function loadFiles(files: string[]): Promise<LoadResult[]> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
-      workerData: { task: new URL('./load.worker.ts', import.meta.url).href, files },
+      // The task is `.ts` run from the sources, `.js` compiled into dist/; either way the worker loads
+      // the team's TypeScript files.
+      workerData: {
+        task: new URL(`./load.worker${path.extname(import.meta.url)}`, import.meta.url).href,
+        files,
+        typescript: true,
+      },
     })
     worker.once('message', (results: LoadResult[]) => {
       resolve(results)

@@ -54,7 +54,8 @@ function callError(err: Error & { status?: unknown; response?: ProxyResponse }):
 const MODULES_PER_WORKER = 64
 
 const ENTRY = new URL('./worker-entry.js', import.meta.url)
-const TASK = new URL('./sync.worker.ts', import.meta.url).href
+// `.ts` run from the sources, `.js` compiled into dist/ (bin/syncstore.js picks).
+const TASK = new URL(`./sync.worker${path.extname(import.meta.url)}`, import.meta.url).href
 
 /**
  * Worker threads for sync functions. A worker that finished a run cleanly is reused; one whose
