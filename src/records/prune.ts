@@ -33,32 +33,35 @@ export async function pruneRecords(
   )
 }
 
-/** Prunes (the caller holds the dataset lock) up to `limit` unpruned records matching `bound`. */
+/**
+ * Prunes (the caller holds the dataset lock) up to `limit` unpruned records matching `bound`.
+ *
+ * One walk of records_unpruned_idx finds `limit + 1` targets in cursor order; the first `limit`
+ * are pruned and the one after them, if any, is exactly has_more (the lock keeps every writer
+ * out, so what the walk saw is what remains). The update reaches its rows by ctid, a TID scan:
+ * joining on the cursor key instead let the planner hash-join a sequential scan of the whole
+ * table, once per request.
+ */
 export async function pruneLocked(
   trx: Transaction<Database>,
   ds: Dataset,
   bound: ReturnType<typeof sql>,
   limit: number,
 ): Promise<PruneResult> {
-  const where = sql`${inDataset(ds, 'r')}
-                    AND r.pruned_at IS NULL AND ${bound}`
   const { rows } = await sql<{ count: number; has_more: boolean }>`
     WITH target AS (
-      SELECT r.last_modified_at, r.id FROM records r WHERE ${where}
-      ORDER BY r.last_modified_at, r.id LIMIT ${limit}
+      SELECT r.ctid, row_number() OVER (ORDER BY r.last_modified_at, r.id) AS n
+      FROM records r
+      WHERE ${inDataset(ds, 'r')} AND r.pruned_at IS NULL AND ${bound}
+      ORDER BY r.last_modified_at, r.id LIMIT ${limit + 1}
     ), pruned AS (
       UPDATE records r SET payload = NULL, pruned_at = now(),
              size_bytes = octet_length(to_json(r.external_id)::text) + ${7 + METADATA_BYTES}
-      FROM target t
-      WHERE ${inDataset(ds, 'r')}
-        AND r.last_modified_at = t.last_modified_at AND r.id = t.id
-      RETURNING r.last_modified_at, r.id
+      WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM target WHERE n <= ${limit}))
+      RETURNING 1
     )
     SELECT (SELECT count(*) FROM pruned)::int AS count,
-           EXISTS (SELECT 1 FROM records r WHERE ${where}
-                   AND (r.last_modified_at, r.id) NOT IN (SELECT last_modified_at, id FROM pruned)) AS has_more`.execute(
-    trx,
-  )
+           EXISTS (SELECT 1 FROM target WHERE n > ${limit}) AS has_more`.execute(trx)
   const row = rows[0]!
   return { count: Number(row.count), hasMore: row.has_more }
 }
