@@ -205,6 +205,20 @@ describe('PATCH /records/prune', () => {
       has_more: false,
     })
   })
+
+  it('finds a record restored in place between pruned ones, and only it', async () => {
+    await seed('Between', 4, { oneBatch: true })
+    const until = await cursorOf('Between', -1)
+    expect(await pruneOk({ model: 'Between', until_cursor: until })).toEqual({ count: 4, has_more: false })
+    // Saved unchanged, Between-1 gets its payload back and keeps its place in the stream.
+    await batchSave(t.db.kysely, t.sealer, ds('Between'), [{ id: 'Between-1', payload: 'data 1' }])
+    expect(await prunedIds('Between')).toEqual(['Between-0', 'Between-2', 'Between-3'])
+    expect(await pruneOk({ model: 'Between', until_cursor: until, limit: 1 })).toEqual({
+      count: 1,
+      has_more: false,
+    })
+    expect(await prunedIds('Between')).toHaveLength(4)
+  })
 })
 
 describe('prune errors', () => {
