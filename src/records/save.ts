@@ -3,7 +3,7 @@ import { sql, type Transaction } from 'kysely'
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
 import { type Dataset, lockDataset, recordWrite } from './datasets.ts'
-import { prepareRecord } from './payload.ts'
+import { type PreparedRecord, prepareRecord } from './payload.ts'
 import { markSeen } from './seen.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
 
@@ -21,7 +21,21 @@ export async function batchSave(
   ds: Dataset,
   records: readonly unknown[],
 ): Promise<WriteResult> {
-  const prepared = records.map((record, index) => prepareRecord(record, index, sealer))
+  return savePrepared(trx, sealer, ds, prepareRecords(records, sealer))
+}
+
+/** Validates a batch and prepares what is stored, outside any transaction; throws RecordError. */
+export function prepareRecords(records: readonly unknown[], sealer: Sealer): PreparedRecord[] {
+  return records.map((record, index) => prepareRecord(record, index, sealer))
+}
+
+/** batchSave of records prepareRecords has checked. */
+export async function savePrepared(
+  trx: Transaction<Database>,
+  sealer: Sealer,
+  ds: Dataset,
+  prepared: readonly PreparedRecord[],
+): Promise<WriteResult> {
   const { unique, duplicates } = firstOfEach(prepared)
   const result = { ...emptyResult(), duplicates }
   if (unique.length === 0) return result
