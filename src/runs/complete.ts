@@ -1,50 +1,80 @@
 import { sql, type Transaction } from 'kysely'
 
 import type { Database, Queryable } from '../db/database.ts'
+import { PREPARED } from '../db/prepared.ts'
 import { markSynced } from '../records/datasets.ts'
-import { findSyncById, setLastSyncDate } from '../syncs/store.ts'
 import { queueSyncWebhooks } from '../webhooks/deliver.ts'
-import type { ClaimedRun } from './lease.ts'
-import { finishRun, type RunOutcome } from './states.ts'
+import { endRunsStatement, type RunEnding } from './states.ts'
+
+/** A run completeRuns ended: whether a follow-up of its sync is waiting to start. */
+export interface RunEnded {
+  followUp: boolean
+}
 
 /**
- * The one way a run ends. In the caller's transaction: moves the run to its final state (only if
+ * The one way runs end. In the caller's transaction: moves each run to its final state (only if
  * its lease still holds it), and for a success stamps the sync's last sync date, marks its datasets
  * synced and queues the webhooks, so a success is never recorded without them, nor they without it.
- * Returns false for a late report (the run expired or was cancelled meanwhile): nothing changes.
+ * Runs end in one statement however many there are (the dispatcher records the runs that ended
+ * while it recorded the previous ones together). Returns the runs it ended, by id; a late report
+ * (the run expired or was cancelled meanwhile) is not among them and changed nothing.
  */
-export async function completeRun(
+export async function completeRuns(
   trx: Transaction<Database>,
-  run: ClaimedRun,
-  outcome: RunOutcome,
-): Promise<boolean> {
-  if (!(await finishRun(trx, run, outcome))) return false
-  if (outcome.state !== 'SUCCEEDED') return true
-  // Deleting a sync cancels its runs first, so a run that just succeeded still has its sync.
-  const sync = await findSyncById(trx, run.syncId)
-  if (!sync) return true
-
+  ends: readonly (RunEnding & { run: { syncId: string } })[],
+): Promise<Map<number, RunEnded>> {
+  if (ends.length === 0) return new Map()
   // The next incremental run asks for changes since this run's start, not its end: what changed
-  // at the source while it ran is fetched again rather than missed.
-  await setLastSyncDate(trx, sync.id, run.startedAt)
-  const counts = outcome.result ?? {}
-  await markSynced(trx, sync.connectionPk, Object.keys(counts), sync.variant)
+  // at the source while it ran is fetched again rather than missed. Deleting a sync cancels its
+  // runs first, so a run that just succeeded still has its sync (the outer joins are for safety).
+  const { rows } = await sql<{
+    id: number
+    state: string
+    follow_up: boolean
+    connection_pk: number | null
+    variant: string
+    name: string
+    environment_id: number
+    connection_id: string
+    provider_config_key: string
+  }>`${sql.raw(PREPARED)}
+    WITH ended AS (${endRunsStatement(ends)}),
+    stamped AS (
+      UPDATE syncs s SET last_sync_date = ended.started_at FROM ended
+      WHERE s.id = ended.sync_id AND ended.state = 'SUCCEEDED'
+    )
+    SELECT ended.id, ended.state,
+           EXISTS (SELECT 1 FROM runs w WHERE w.sync_id = ended.sync_id AND w.state = 'CREATED') AS follow_up,
+           s.connection_pk, s.variant, s.name, c.environment_id, c.connection_id, c.provider_config_key
+    FROM ended
+    LEFT JOIN syncs s ON s.id = ended.sync_id
+    LEFT JOIN connections c ON c.id = s.connection_pk`.execute(trx)
 
-  // Nothing changed, nothing to announce: no webhook, and no need to work out since when.
-  if (!Object.values(counts).some((c) => c.added + c.updated + c.deleted > 0)) return true
-  const { type, since } = await successFacts(trx, run)
-  await queueSyncWebhooks(trx, {
-    runId: run.id,
-    environmentId: sync.environmentId,
-    connectionId: sync.connectionId,
-    providerConfigKey: sync.providerConfigKey,
-    syncName: sync.name,
-    variant: sync.variant,
-    type,
-    counts,
-    modifiedAfter: since,
-  })
-  return true
+  const byId = new Map(ends.map((e) => [e.run.id, e]))
+  const ended = new Map<number, RunEnded>()
+  for (const row of rows) {
+    ended.set(row.id, { followUp: row.follow_up })
+    if (row.state !== 'SUCCEEDED' || row.connection_pk === null) continue
+    const { run, outcome } = byId.get(row.id)!
+    const counts = outcome.result ?? {}
+    await markSynced(trx, row.connection_pk, Object.keys(counts), row.variant)
+
+    // Nothing changed, nothing to announce: no webhook, and no need to work out since when.
+    if (!Object.values(counts).some((c) => c.added + c.updated + c.deleted > 0)) continue
+    const { type, since } = await successFacts(trx, run)
+    await queueSyncWebhooks(trx, {
+      runId: run.id,
+      environmentId: row.environment_id,
+      connectionId: row.connection_id,
+      providerConfigKey: row.provider_config_key,
+      syncName: row.name,
+      variant: row.variant,
+      type,
+      counts,
+      modifiedAfter: since,
+    })
+  }
+  return ended
 }
 
 /**

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
-import { type StateLeadingTo, statesLeadingTo } from '../state-machine.ts'
+import type { StateLeadingTo } from '../state-machine.ts'
 
 /**
  * A run's states, as data. Every state change is an UPDATE whose WHERE clause requires one of the
@@ -22,8 +22,6 @@ type FinalRunState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'EXPIRED'
 
 export type RunStateLeadingTo<To extends RunState> = StateLeadingTo<typeof RUN_TRANSITIONS, To>
 
-export const runStatesLeadingTo = (target: RunState) => statesLeadingTo(RUN_TRANSITIONS, target)
-
 /** Records added, updated and deleted per model: a run's `result`, and what its webhooks announce. */
 export type ModelCounts = Record<string, { added: number; updated: number; deleted: number }>
 
@@ -35,24 +33,34 @@ export interface RunOutcome {
   error?: string
 }
 
+/** A claimed run and how it ended: what completeRuns (complete.ts) records. */
+export interface RunEnding {
+  run: { id: number; lease: string }
+  outcome: RunOutcome
+}
+
+/** Every move RUN_TRANSITIONS allows, as two aligned columns for the compare-and-set to look up. */
+const MOVES = Object.entries(RUN_TRANSITIONS).flatMap(([from, to]) => to.map((state) => ({ from, state })))
+const MOVE_FROM = MOVES.map((m) => m.from)
+const MOVE_TO = MOVES.map((m) => m.state)
+
 /**
- * Moves the run to its final state, only if this lease still holds it and the transition table
- * allows it. Returns false for a late report (the run expired or was cancelled meanwhile): nothing
- * changes. Only completeRun (complete.ts) calls it, so a success is never recorded without its effects.
+ * The statement that ends runs, for completeRuns (complete.ts) to wrap with a success's effects:
+ * moves each run to its final state only if its lease still holds it and the transition table
+ * allows the move from the state it is in. A late report (the run expired or was cancelled
+ * meanwhile) matches no row and changes nothing. Returns id, sync_id, state and started_at of each
+ * run it ended. Its text is the same for any number of runs, so it can be a prepared statement.
  */
-export async function finishRun(
-  db: Queryable,
-  run: { id: number; lease: string },
-  outcome: RunOutcome,
-): Promise<boolean> {
-  const from = runStatesLeadingTo(outcome.state)
-  const { rows } = await sql<{ id: number }>`
-    UPDATE runs SET state = ${outcome.state}, ended_at = now(),
-                    result = ${outcome.result ? JSON.stringify(outcome.result) : null}::jsonb,
-                    error = ${outcome.error ?? null}
-    WHERE id = ${run.id} AND lease = ${run.lease} AND state = any(${from}::text[])
-    RETURNING id`.execute(db)
-  return rows.length > 0
+export function endRunsStatement(ends: readonly RunEnding[]) {
+  return sql`
+    UPDATE runs r SET state = e.state, ended_at = now(), result = e.result, error = e.error
+    FROM unnest(${ends.map((e) => e.run.id)}::bigint[], ${ends.map((e) => e.run.lease)}::uuid[],
+                ${ends.map((e) => e.outcome.state)}::text[],
+                ${ends.map((e) => (e.outcome.result ? JSON.stringify(e.outcome.result) : null))}::jsonb[],
+                ${ends.map((e) => e.outcome.error ?? null)}::text[]) AS e (id, lease, state, result, error)
+    WHERE r.id = e.id AND r.lease = e.lease
+      AND (r.state, e.state) IN (SELECT * FROM unnest(${MOVE_FROM}::text[], ${MOVE_TO}::text[]))
+    RETURNING r.id, r.sync_id, r.state, r.started_at`
 }
 
 /** Cancels runs of these syncs in the given states (waiting ones on pause; all on variant deletion). */

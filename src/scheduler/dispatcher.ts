@@ -8,11 +8,11 @@ import { inTransaction } from '../db/transaction.ts'
 import type { Logger } from '../logger.ts'
 import { type Loop, startLoop } from '../loop.ts'
 import type { Metrics, RunEnd } from '../metrics/metrics.ts'
-import { completeRun } from '../runs/complete.ts'
+import { completeRuns, type RunEnded } from '../runs/complete.ts'
 import type { RunExecutor } from '../runs/execute.ts'
 import { type ClaimedRun, expireRuns, heartbeat } from '../runs/lease.ts'
 import type { RunOutcome } from '../runs/states.ts'
-import { claimRuns, hasWaitingRun, requestRun } from './run-queue.ts'
+import { claimRuns, requestRun } from './run-queue.ts'
 import { materializeDueRuns } from './schedules.ts'
 import type { Wakeups } from './wakeups.ts'
 
@@ -32,6 +32,14 @@ export interface DispatcherOptions {
   metrics?: Metrics | undefined
 }
 
+/** A run's end waiting to be recorded, and what to tell its run once it is. */
+interface Ending {
+  run: ClaimedRun
+  outcome: RunOutcome
+  resolve: (ended: RunEnd) => void
+  reject: (err: unknown) => void
+}
+
 /**
  * The worker of one instance: claims due runs (SKIP LOCKED, so every instance can run one),
  * launches them (runs/execute.ts), records their end (runs/complete.ts), renews their heartbeats
@@ -44,6 +52,11 @@ export class Dispatcher {
     number,
     { run: ClaimedRun; controller: AbortController; done: Promise<void>; ended: boolean }
   >()
+  /** Runs of `active` whose executor has not returned: what `concurrency` bounds. */
+  private executing = 0
+  /** Runs whose executor returned, waiting for recordEnds to record their end; `recording` while it does. */
+  private readonly ending: Ending[] = []
+  private recording = false
   private stopping = false
   private wake: (() => void) | undefined
   private pending = false
@@ -83,15 +96,15 @@ export class Dispatcher {
     while (!this.stopping) {
       this.pending = false
       let claimedAll = false
-      const free = this.o.concurrency - this.active.size
+      const free = this.o.concurrency - this.executing
       if (free > 0) {
         try {
-          const claimed = await inTransaction(this.o.db, async (trx) => {
-            // Only as many due schedules become runs as this instance can start now: turning a
-            // backlog of thousands into runs on every claim made each claim as slow as the backlog.
-            await materializeDueRuns(trx, free)
-            return claimRuns(trx, this.owner, free)
-          })
+          // Only as many due schedules become runs as this instance can start now: turning a
+          // backlog of thousands into runs on every claim made each claim as slow as the backlog.
+          // Each statement stands alone: runs made here and claimed by another instance first are
+          // as good as ours.
+          await materializeDueRuns(this.o.db, free)
+          const claimed = await claimRuns(this.o.db, this.owner, free)
           for (const run of claimed) this.launch(run)
           claimedAll = claimed.length === free
         } catch (err) {
@@ -99,7 +112,7 @@ export class Dispatcher {
         }
       }
       // Capacity filled: more may be due, look again as soon as a run finishes (it pokes).
-      if (this.pending || (claimedAll && this.active.size < this.o.concurrency)) continue
+      if (this.pending || (claimedAll && this.executing < this.o.concurrency)) continue
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.o.pollMs)
         this.wake = () => {
@@ -123,9 +136,14 @@ export class Dispatcher {
         outcome = { state: 'FAILED', error: (err as Error).message }
       }
       entry.ended = true
+      this.executing -= 1
+      // Its slot is free: the next runs are claimed while this one's end is being recorded.
+      this.poke()
       if (outcome.result) this.o.metrics?.recordsWritten(outcome.result)
       if (controller.signal.aborted && this.stopping) return // released by stop()
-      const ended = await this.finish(run, outcome)
+      const ended = await new Promise<RunEnd>((resolve, reject) =>
+        this.queueEnd({ run, outcome, resolve, reject }),
+      )
       this.o.metrics?.runEnded(ended, (performance.now() - launched) / 1000)
     })()
       .catch((err: unknown) =>
@@ -136,42 +154,89 @@ export class Dispatcher {
         this.poke()
       })
     this.active.set(run.id, entry)
+    this.executing += 1
   }
 
-  /** Records the run's end; returns how it ended as recorded. */
-  private async finish(run: ClaimedRun, outcome: RunOutcome): Promise<RunEnd> {
-    // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
-    // again anyway (the compare-and-set in completeRun then refuses this late end).
-    const record = (ended: RunOutcome) =>
-      inTransaction(
-        this.o.db,
-        async (trx) => ({
-          accepted: await completeRun(trx, run, ended),
-          followUp: await hasWaitingRun(trx, run.syncId),
-        }),
-        { outageMs: this.o.heartbeatTimeoutMs },
-      )
-    let recorded
-    let state = outcome.state
+  private queueEnd(end: Ending): void {
+    this.ending.push(end)
+    if (this.recording) return
+    this.recording = true
+    // From the next turn of the event loop, so that runs ending together (those one claim
+    // launched, say) are recorded together.
+    setImmediate(() => void this.recordEnds())
+  }
+
+  /**
+   * Records the ends of runs in one transaction: those that ended together, then all those that
+   * came in while they were being recorded. A no-op run then costs a share of one statement, not
+   * a transaction of its own.
+   */
+  private async recordEnds(): Promise<void> {
     try {
-      recorded = await record(outcome)
+      while (this.ending.length > 0) {
+        const batch = this.ending.splice(0)
+        if (batch.length > 1) {
+          try {
+            await this.settle(batch, await this.complete(batch))
+            continue
+          } catch {
+            // One run's end (queueing its webhooks, say) must not fail the others': each on its own.
+          }
+        }
+        await Promise.all(batch.map((e) => this.recordAlone(e)))
+      }
+    } finally {
+      this.recording = false
+    }
+  }
+
+  private async recordAlone(end: Ending): Promise<void> {
+    try {
+      await this.settle([end], await this.complete([end]))
     } catch (err) {
       // The success could not be recorded (stamping it or queueing its webhooks failed): say so,
       // rather than leave the run STARTED until it expires and runs again.
-      this.o.logger.error({ err, runId: run.id }, 'could not record the end of a run')
-      state = 'FAILED'
-      recorded = await record({
-        state,
-        error: `Could not record the run's end: ${(err as Error).message}`,
-      })
+      this.o.logger.error({ err, runId: end.run.id }, 'could not record the end of a run')
+      const failed: Ending = {
+        ...end,
+        outcome: { state: 'FAILED', error: `Could not record the run's end: ${(err as Error).message}` },
+      }
+      try {
+        await this.settle([failed], await this.complete([failed]))
+      } catch (failedToo) {
+        end.reject(failedToo)
+      }
     }
-    const { accepted, followUp } = recorded
-    if (!accepted) {
-      this.o.logger.warn({ runId: run.id }, 'run ended after losing its lease; its result was discarded')
+  }
+
+  private complete(ends: readonly Ending[]): Promise<Map<number, RunEnded>> {
+    // Through an outage as long as the heartbeat timeout: past it, the run is expired and run
+    // again anyway (the compare-and-set in completeRuns then refuses this late end).
+    return inTransaction(this.o.db, (trx) => completeRuns(trx, ends), {
+      outageMs: this.o.heartbeatTimeoutMs,
+    })
+  }
+
+  /**
+   * Tells each run how its end was recorded, and wakes every instance if a follow-up is waiting
+   * (a missed wake-up only delays it to the next poll, so that failure is logged, not thrown).
+   */
+  private async settle(ends: readonly Ending[], ended: Map<number, RunEnded>): Promise<void> {
+    let followUp = false
+    for (const { run, outcome, resolve } of ends) {
+      const recorded = ended.get(run.id)
+      if (!recorded) {
+        this.o.logger.warn({ runId: run.id }, 'run ended after losing its lease; its result was discarded')
+      }
+      followUp ||= recorded?.followUp ?? false
+      resolve(recorded ? (outcome.state.toLowerCase() as Lowercase<RunOutcome['state']>) : 'lost')
     }
-    // A follow-up of this sync was waiting for this run to end: any instance may start it now.
-    if (followUp) await this.o.wakeups.notify()
-    return accepted ? (state.toLowerCase() as Lowercase<typeof state>) : 'lost'
+    // A follow-up of a sync was waiting for its run to end: any instance may start it now.
+    if (followUp) {
+      await this.o.wakeups
+        .notify()
+        .catch((err: unknown) => this.o.logger.error({ err }, 'could not wake the instances for a follow-up'))
+    }
   }
 
   private async renewHeartbeats(): Promise<void> {
@@ -227,11 +292,10 @@ export class Dispatcher {
 
   private async release(run: ClaimedRun): Promise<void> {
     await this.o.db.transaction().execute(async (trx) => {
-      const released = await completeRun(trx, run, {
-        state: 'CANCELLED',
-        error: 'Interrupted: the server shut down; run again',
-      })
-      if (released) {
+      const released = await completeRuns(trx, [
+        { run, outcome: { state: 'CANCELLED', error: 'Interrupted: the server shut down; run again' } },
+      ])
+      if (released.has(run.id)) {
         this.o.metrics?.runEnded('cancelled')
         await requestRun(trx, {
           syncId: run.syncId,

@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
+import { PREPARED } from '../db/prepared.ts'
 import type { ClaimedRun, RunReason } from '../runs/lease.ts'
 import type { RunStateLeadingTo } from '../runs/states.ts'
 
@@ -48,7 +49,7 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
     reset: boolean
     empty_cache: boolean
     started_at: Date
-  }>`
+  }>`${sql.raw(PREPARED)}
     WITH candidates AS (
       SELECT r.id FROM runs r
       WHERE r.state = ${sql.lit(CLAIMABLE)} AND r.due_at <= now()
@@ -74,15 +75,4 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
     emptyCache: r.empty_cache,
     startedAt: r.started_at,
   }))
-}
-
-/** Whether a follow-up of this sync is waiting (the end of its run lets any instance start it). */
-export async function hasWaitingRun(db: Queryable, syncId: string): Promise<boolean> {
-  const row = await db
-    .selectFrom('runs')
-    .select('id')
-    .where('sync_id', '=', syncId)
-    .where('state', '=', 'CREATED')
-    .executeTakeFirst()
-  return row !== undefined
 }

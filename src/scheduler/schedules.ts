@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
+import { PREPARED } from '../db/prepared.ts'
 import { type ScheduleState, scheduleStatesLeadingTo } from './states.ts'
 
 /**
@@ -70,7 +71,7 @@ export async function setScheduleFrequency(
  * rows are taken with FOR UPDATE SKIP LOCKED. Returns how many runs were created.
  */
 export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
-  const { rows } = await sql<{ id: number }>`
+  const { rows } = await sql<{ id: number }>`${sql.raw(PREPARED)}
     WITH due AS (
       SELECT s.sync_id, s.connection_pk, s.next_due_at FROM schedules s
       WHERE s.state = 'STARTED' AND s.next_due_at <= now()

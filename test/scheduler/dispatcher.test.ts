@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import { createSealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { createLogger } from '../../src/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
 import type { ClaimedRun } from '../../src/runs/lease.ts'
 import type { RunOutcome } from '../../src/runs/states.ts'
 import { Dispatcher, type DispatcherOptions } from '../../src/scheduler/dispatcher.ts'
@@ -272,6 +273,58 @@ it('an accepted success is recorded with its effects in one transaction: last sy
       modifiedAfter: run!.started_at!.toISOString(),
       syncType: 'INITIAL',
     })
+  })
+})
+
+it('runs that end together are recorded in one transaction, each with its own outcome; a lost one changes nothing', async () => {
+  const syncs: Awaited<ReturnType<typeof createSyncFixture>>[] = []
+  for (let i = 0; i < 6; i++) syncs.push(await createSyncFixture(db))
+  const metrics = new Metrics(database.db, logger)
+  const result = { Thing: { added: 1, updated: 0, deleted: 0 } }
+  let release!: () => void
+  const together = new Promise<void>((resolve) => (release = resolve))
+  const started: ClaimedRun[] = []
+  // The syncs in creation order: three succeed, two fail, and one succeeds after losing its lease.
+  const outcomeOf = (run: ClaimedRun): RunOutcome => {
+    const i = syncs.findIndex((s) => s.syncId === run.syncId)
+    return i === 3 || i === 4 ? { state: 'FAILED', error: `failure ${i}` } : { state: 'SUCCEEDED', result }
+  }
+  await startDispatcher(
+    async (run) => {
+      started.push(run)
+      await together
+      return outcomeOf(run)
+    },
+    { concurrency: 8, metrics },
+  )
+  await waitFor('all six executing', () => started.length === 6)
+  const lost = syncs[5]!
+  await sql`UPDATE runs SET state = 'CANCELLED' WHERE sync_id = ${lost.syncId} AND state = 'STARTED'`.execute(
+    db,
+  )
+  release()
+  await waitFor('all six recorded', () => dispatcher!.running === 0)
+
+  const rows = await Promise.all(syncs.map(async (s) => (await runRows(db, s.syncId))[0]!))
+  expect(rows.map((r) => [r.state, r.error, r.result])).toEqual([
+    ['SUCCEEDED', null, result],
+    ['SUCCEEDED', null, result],
+    ['SUCCEEDED', null, result],
+    ['FAILED', 'failure 3', null],
+    ['FAILED', 'failure 4', null],
+    ['CANCELLED', null, null],
+  ])
+  // now() is the transaction's start: one end time for the five is one transaction.
+  expect(new Set(rows.slice(0, 5).map((r) => r.ended_at!.getTime())).size).toBe(1)
+  const lastSync = await Promise.all(syncs.map(async (s) => (await syncRow(s.syncId)).last_sync_date))
+  expect(lastSync).toEqual([rows[0]!.started_at, rows[1]!.started_at, rows[2]!.started_at, null, null, null])
+  const counted = (await metrics.registry.getSingleMetric('syncstore_runs_total')!.get()).values
+  expect(
+    Object.fromEntries(counted.filter((v) => v.value > 0).map((v) => [v.labels.outcome, v.value])),
+  ).toEqual({
+    succeeded: 3,
+    failed: 2,
+    lost: 1,
   })
 })
 

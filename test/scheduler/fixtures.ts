@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto'
 
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 
-import type { Queryable } from '../../src/db/database.ts'
+import type { Database, Queryable } from '../../src/db/database.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
+import { completeRuns } from '../../src/runs/complete.ts'
+import type { RunOutcome } from '../../src/runs/states.ts'
 import { createSchedule } from '../../src/scheduler/schedules.ts'
 import { insertSync } from '../../src/syncs/store.ts'
 
@@ -45,6 +47,23 @@ export async function createSyncFixture(
     state: options.state ?? 'STARTED',
   })
   return { syncId, connectionPk }
+}
+
+/** Ends one run as the dispatcher does (completeRuns); whether its lease still held it. */
+export async function endRun(
+  db: Kysely<Database>,
+  run: { id: number; lease: string },
+  outcome: RunOutcome,
+): Promise<boolean> {
+  const { sync_id: syncId } = await db
+    .selectFrom('runs')
+    .select('sync_id')
+    .where('id', '=', run.id)
+    .executeTakeFirstOrThrow()
+  const ended = await db
+    .transaction()
+    .execute((trx) => completeRuns(trx, [{ run: { ...run, syncId }, outcome }]))
+  return ended.has(run.id)
 }
 
 export async function runRows(db: Queryable, syncId: string) {

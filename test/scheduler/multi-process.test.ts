@@ -7,10 +7,10 @@ import path from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { finishRun } from '../../src/runs/states.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, type ServerProcess, startServer } from '../helpers/process.ts'
 import { waitFor } from '../helpers/server.ts'
+import { endRun } from './fixtures.ts'
 
 /**
  * Several real `syncstore serve` processes on one Postgres (issue 4, "Scheduler"). Executions are
@@ -264,7 +264,7 @@ onPostgres('several serve processes on one Postgres', () => {
 
     // A late completion presenting the dead lease is refused and changes nothing.
     const late = await database.withDb((db) =>
-      finishRun(db.kysely, { id: run.id, lease: run.lease }, { state: 'SUCCEEDED' }),
+      endRun(db.kysely, { id: run.id, lease: run.lease }, { state: 'SUCCEEDED' }),
     )
     expect(late).toBe(false)
     expect((await runs('slowco', 'crash')).find((r) => r.id === run.id)).toMatchObject({

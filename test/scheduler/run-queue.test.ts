@@ -2,12 +2,18 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Queryable } from '../../src/db/database.ts'
-import { finishRun } from '../../src/runs/states.ts'
 import { claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
 import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
 import { SCHEDULE_TRANSITIONS, scheduleStatesLeadingTo } from '../../src/scheduler/states.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
-import { backdateSchedule, createSyncFixture, gridPosition, runRows, scheduleRow } from './fixtures.ts'
+import {
+  backdateSchedule,
+  createSyncFixture,
+  endRun,
+  gridPosition,
+  runRows,
+  scheduleRow,
+} from './fixtures.ts'
 
 /**
  * The scheduler's tables and their compare-and-set transitions, straight on the stores (no HTTP):
@@ -64,7 +70,7 @@ describe('run queue', () => {
     // A follow-up waits while the first run executes: it is not claimed.
     const followUp = await requestRun(db, { ...sync, reason: 'trigger' })
     expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).not.toContain(followUp)
-    expect(await finishRun(db, run, { state: 'SUCCEEDED' })).toBe(true)
+    expect(await endRun(db, run, { state: 'SUCCEEDED' })).toBe(true)
     expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).toContain(followUp)
   })
 
