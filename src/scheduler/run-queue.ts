@@ -38,6 +38,10 @@ const CLAIMABLE: RunStateLeadingTo<'STARTED'> = 'CREATED'
  * Claims up to `limit` waiting runs that are due, oldest first, skipping syncs that already have a
  * run executing. FOR UPDATE SKIP LOCKED lets every instance claim at once without blocking, and
  * the partial unique index on STARTED runs makes a second execution of one sync impossible.
+ * Runs due at the same moment come in no particular order: ordered by due_at alone, the claim
+ * walks runs_claim_idx and stops at the limit, skipping (and marking) the entries of runs claimed
+ * before. With id as a tie-break it read and sorted every entry of that index instead, dead ones
+ * included: 3,232 of them to claim 32 runs, 20 ms, after 100 claims of 32.
  */
 export async function claimRuns(db: Queryable, owner: string, limit: number): Promise<ClaimedRun[]> {
   const { rows } = await sql<{
@@ -54,7 +58,7 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
       SELECT r.id FROM runs r
       WHERE r.state = ${sql.lit(CLAIMABLE)} AND r.due_at <= now()
         AND NOT EXISTS (SELECT 1 FROM runs s WHERE s.sync_id = r.sync_id AND s.state = 'STARTED')
-      ORDER BY r.due_at, r.id
+      ORDER BY r.due_at
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED
     )
