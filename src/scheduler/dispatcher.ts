@@ -99,12 +99,13 @@ export class Dispatcher {
       const free = this.o.concurrency - this.executing
       if (free > 0) {
         try {
-          // Only as many due schedules become runs as this instance can start now: turning a
-          // backlog of thousands into runs on every claim made each claim as slow as the backlog.
-          // Each statement stands alone: runs made here and claimed by another instance first are
-          // as good as ours.
-          await materializeDueRuns(this.o.db, free)
-          const claimed = await claimRuns(this.o.db, this.owner, free)
+          // One transaction for two statements: one commit to wait for (a WAL flush) instead of two.
+          const claimed = await inTransaction(this.o.db, async (trx) => {
+            // Only as many due schedules become runs as this instance can start now: turning a
+            // backlog of thousands into runs on every claim made each claim as slow as the backlog.
+            await materializeDueRuns(trx, free)
+            return claimRuns(trx, this.owner, free)
+          })
           for (const run of claimed) this.launch(run)
           claimedAll = claimed.length === free
         } catch (err) {
