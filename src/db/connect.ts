@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 
-import { type CompiledQuery, Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 
 import type { DatabaseTarget } from '../config.ts'
@@ -8,20 +8,7 @@ import type { Logger } from '../logger.ts'
 import type { Database } from './database.ts'
 import { DatabaseUnavailableError, sqlState } from './errors.ts'
 import { PREPARED } from './prepared.ts'
-
-/**
- * Runs a compiled query and hands each row to `onRow` as an array of its column values, as the row
- * arrives: a large result is never held whole, so its values die young (V8 copies every young
- * object still alive at a scavenge, and a held 1 MB page is copied many times over). An exception
- * from `onRow` stops the rows and rejects once the statement is over.
- */
-export type EachRow = (query: CompiledQuery, onRow: (row: readonly unknown[]) => void) => Promise<void>
-
-/** A database to read rows from one by one; `Db` is one, `rowsVia` makes one of any Kysely. */
-export interface RowReader {
-  readonly kysely: Kysely<Database>
-  readonly eachRow: EachRow
-}
+import { type RowReader, rowsVia } from './rows.ts'
 
 export interface Db extends RowReader {
   readonly kind: DatabaseTarget['kind']
@@ -194,20 +181,6 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
 /** A pool client that can also stream a statement's rows (EachRow). */
 interface RowClient extends pg.PoolClient {
   eachRow(text: string, values: readonly unknown[], onRow: (row: readonly unknown[]) => void): Promise<void>
-}
-
-/**
- * EachRow over any Kysely (the embedded database, a transaction's caller): the rows come all at
- * once, then go to `onRow` in order. For callers that read a few rows, or cannot stream.
- */
-export function rowsVia(kysely: Kysely<Database>): RowReader {
-  return {
-    kysely,
-    eachRow: async (query, onRow) => {
-      const { rows } = await kysely.executeQuery(query)
-      for (const row of rows) onRow(Object.values(row as object))
-    },
-  }
 }
 
 const statementName = (text: string) => `s_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`

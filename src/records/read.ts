@@ -2,7 +2,7 @@ import { type RawBuilder, sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import { PREPARED } from '../db/prepared.ts'
-import type { RowReader } from '../db/connect.ts'
+import type { RowReader } from '../db/rows.ts'
 import type { Queryable } from '../db/database.ts'
 import type { CursorPosition } from './cursor.ts'
 import { PageWriter, recordText } from './format.ts'
