@@ -70,6 +70,9 @@ export interface DatasetsTable {
   last_sync_at: Date | null
   track_deletes_generation: number | null
   retention_checked_at: Date | null
+  /** Every record at or before this cursor position is pruned (migrations/0012) */
+  pruned_through_at: ColumnType<string | null, string | null | undefined, string | null>
+  pruned_through_id: number | null
   created_at: CreatedAt
 }
 

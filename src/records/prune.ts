@@ -34,13 +34,15 @@ export async function pruneRecords(
 }
 
 /**
- * Prunes (the caller holds the dataset lock) up to `limit` unpruned records matching `bound`.
+ * Prunes (the caller holds the dataset lock) up to `limit` unpruned records matching `bound`, a
+ * condition that holds for a prefix of the dataset in cursor order.
  *
- * One walk of records_unpruned_idx finds `limit + 1` targets in cursor order; the first `limit`
- * are pruned and the one after them, if any, is exactly has_more (the lock keeps every writer
- * out, so what the walk saw is what remains). The update reaches its rows by ctid, a TID scan:
- * joining on the cursor key instead let the planner hash-join a sequential scan of the whole
- * table, once per request.
+ * The walk starts after the dataset's prune mark (migrations/0012: everything up to it is pruned)
+ * and finds `limit + 1` targets in cursor order; the first `limit` are pruned and the one after
+ * them, if any, is exactly has_more (the lock keeps every writer out, so what the walk saw is what
+ * remains). The mark then moves to the last record pruned: everything between was pruned already
+ * or now. The update reaches its rows by ctid, a TID scan: joining on the cursor key instead let
+ * the planner hash-join a sequential scan of the whole table, once per request.
  */
 export async function pruneLocked(
   trx: Transaction<Database>,
@@ -49,16 +51,24 @@ export async function pruneLocked(
   limit: number,
 ): Promise<PruneResult> {
   const { rows } = await sql<{ count: number; has_more: boolean }>`
-    WITH target AS (
-      SELECT r.ctid, row_number() OVER (ORDER BY r.last_modified_at, r.id) AS n
-      FROM records r
-      WHERE ${inDataset(ds, 'r')} AND r.pruned_at IS NULL AND ${bound}
+    WITH mark AS (
+      SELECT coalesce(d.pruned_through_at, '-infinity') AS at, coalesce(d.pruned_through_id, 0) AS id
+      FROM datasets d WHERE ${inDataset(ds, 'd')}
+    ), target AS (
+      SELECT r.ctid, r.last_modified_at, r.id, row_number() OVER (ORDER BY r.last_modified_at, r.id) AS n
+      FROM mark m, records r
+      WHERE ${inDataset(ds, 'r')} AND (r.last_modified_at, r.id) > (m.at, m.id)
+        AND r.pruned_at IS NULL AND ${bound}
       ORDER BY r.last_modified_at, r.id LIMIT ${limit + 1}
     ), pruned AS (
       UPDATE records r SET payload = NULL, pruned_at = now(),
              size_bytes = octet_length(to_json(r.external_id)::text) + ${7 + METADATA_BYTES}
       WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM target WHERE n <= ${limit}))
       RETURNING 1
+    ), moved AS (
+      UPDATE datasets d SET pruned_through_at = t.last_modified_at, pruned_through_id = t.id
+      FROM (SELECT last_modified_at, id FROM target WHERE n <= ${limit} ORDER BY n DESC LIMIT 1) t
+      WHERE ${inDataset(ds, 'd')}
     )
     SELECT (SELECT count(*) FROM pruned)::int AS count,
            EXISTS (SELECT 1 FROM target WHERE n > ${limit}) AS has_more`.execute(trx)

@@ -2,7 +2,7 @@ import { sql, type Transaction } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
 import type { Database } from '../db/database.ts'
-import { type Dataset, lockDataset, recordWrite } from './datasets.ts'
+import { type Dataset, inDataset, lockDataset, recordWrite } from './datasets.ts'
 import { type PreparedRecord, prepareRecord } from './payload.ts'
 import { markSeen } from './seen.ts'
 import { emptyResult, firstOfEach, type WriteResult } from './write-result.ts'
@@ -74,6 +74,8 @@ export async function savePrepared(
   if (lock.trackDeletesGeneration !== null) await markSeen(trx, ds, lock.trackDeletesGeneration, ids)
   const liveDelta = rows.filter((r) => r.added).length
   if (rows.length > 0) await recordWrite(trx, ds, lock.stamp, liveDelta)
+  const restored = rows.filter((r) => !r.added && !r.modified).map((r) => r.external_id)
+  if (restored.length > 0) await unmarkPruned(trx, ds, restored)
 
   const written = new Map(
     rows.map((r) => [r.external_id, r.added ? 'added' : r.modified ? 'updated' : 'unchanged']),
@@ -85,4 +87,18 @@ export async function savePrepared(
     else result.unchanged.push(id)
   }
   return result
+}
+
+/**
+ * Records restored in place keep their cursor, so the dataset's prune mark (migrations/0012) moves
+ * back to just before the first of them: every record before that one is still pruned.
+ */
+async function unmarkPruned(trx: Transaction<Database>, ds: Dataset, externalIds: string[]): Promise<void> {
+  await sql`
+    UPDATE datasets d SET pruned_through_at = r.last_modified_at, pruned_through_id = r.id - 1
+    FROM (SELECT last_modified_at, id FROM records
+          WHERE ${inDataset(ds)} AND external_id = any(${externalIds}::text[])
+          ORDER BY last_modified_at, id LIMIT 1) r
+    WHERE ${inDataset(ds, 'd')}
+      AND (d.pruned_through_at, d.pruned_through_id) >= (r.last_modified_at, r.id)`.execute(trx)
 }
