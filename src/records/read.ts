@@ -70,6 +70,9 @@ function conditions(target: PageTarget, q: PageQuery): RawBuilder<boolean> {
   return sql<boolean>`${sql.join(all, sql` AND `)}`
 }
 
+/** The page's rows as format.ts renders them, built once: the same fragment every request. */
+const PAGE_RECORD = recordText('p')
+
 /**
  * One page of a dataset in cursor order, rendered as its body, in one prepared statement: the
  * connection lookup and the keyset scan share one round trip. Returns null when the connection does
@@ -134,7 +137,7 @@ export async function readPage(
       ) p ON true
       WHERE NOT ${small}
     )
-    SELECT ${recordText('p')}, p.fits, p.max_size FROM p`.compile(db.kysely)
+    SELECT ${PAGE_RECORD}, p.fits, p.max_size FROM p`.compile(db.kysely)
 
   const page = new PageWriter(q.limit, sealer)
   let maxRecordBytes: number | undefined
