@@ -323,10 +323,9 @@ async function main() {
 
   // --- prune everything, 10,000 at a time: a PATCH /records/prune, then a raw keyset UPDATE ---
   // Raw Postgres prunes these records in place (HOT: all 100,000 in a run of this bench), as the
-  // emptied version fits in its page. We cannot: pruned_at is in the predicate of
-  // records_unpruned_idx, the index that keeps prune from stepping over every pruned record, so
-  // each record we prune gets new entries in the other two indexes. Where raw could not update in
-  // place either, in-process on 100,000 records, we measured 0.97x of raw.
+  // emptied version fits in its page. Before migration 0012 we could not (pruned_at was in the
+  // predicate of records_unpruned_idx); since then no index names payload or pruned_at. Where raw
+  // could not update in place either, in-process on 100,000 records, we measured 0.97x of raw.
   const until = cursors.at(-1)!
   const pruned = { ours: 0, oursMs: 0, raw: 0, rawMs: 0 }
   let oursDone = false
