@@ -40,8 +40,8 @@ export async function pruneRecords(
  * The walk starts after the dataset's prune mark (migrations/0012: everything up to it is pruned)
  * and finds `limit + 1` targets in cursor order; the first `limit` are pruned and the one after
  * them, if any, is exactly has_more (the lock keeps every writer out, so what the walk saw is what
- * remains). The mark then moves to the last record pruned: everything between was pruned already
- * or now. The update reaches its rows by ctid, a TID scan: joining on the cursor key instead let
+ * remains). The mark then moves forward: to the last record pruned when more remain (everything
+ * between was pruned already or now), to the last record within `bound` when none do. The update reaches its rows by ctid, a TID scan: joining on the cursor key instead let
  * the planner hash-join a sequential scan of the whole table, once per request.
  */
 export async function pruneLocked(
@@ -67,8 +67,18 @@ export async function pruneLocked(
       RETURNING 1
     ), moved AS (
       UPDATE datasets d SET pruned_through_at = t.last_modified_at, pruned_through_id = t.id
-      FROM (SELECT last_modified_at, id FROM target WHERE n <= ${limit} ORDER BY n DESC LIMIT 1) t
-      WHERE ${inDataset(ds, 'd')}
+      FROM (
+        -- More remain: up to the last record pruned now.
+        (SELECT last_modified_at, id FROM target WHERE n <= ${limit}
+         AND EXISTS (SELECT 1 FROM target WHERE n > ${limit}) ORDER BY n DESC LIMIT 1)
+        UNION ALL
+        -- None remain: up to the last record within the bound, so that the next prune (or
+        -- retention pass) with nothing to do does not walk these pruned records again.
+        (SELECT r.last_modified_at, r.id FROM records r
+         WHERE ${inDataset(ds, 'r')} AND ${bound} AND NOT EXISTS (SELECT 1 FROM target WHERE n > ${limit})
+         ORDER BY r.last_modified_at DESC, r.id DESC LIMIT 1)
+      ) t, mark m
+      WHERE ${inDataset(ds, 'd')} AND (t.last_modified_at, t.id) > (m.at, m.id)
     )
     SELECT (SELECT count(*) FROM pruned)::int AS count,
            EXISTS (SELECT 1 FROM target WHERE n > ${limit}) AS has_more`.execute(trx)

@@ -196,6 +196,25 @@ describe('retention', () => {
     expect(await recordCount(db(), big)).toBe(22)
   })
 
+  it('a pass with nothing left to prune moves the prune mark past the pruned records, so later passes skip them', async () => {
+    const ds = await seed('Mark', 6, 0)
+    const now = new Date()
+    const key = sql`connection_pk = ${ds.connectionPk} AND model = ${ds.model} AND variant = ${ds.variant}`
+    expect(await runRetention(db(), PRUNE_ONLY, days(now, 31))).toEqual({ pruned: 6, deleted: 0 })
+    // As a dataset pruned before migration 0012 stands: pruned records, no mark.
+    await sql`UPDATE datasets SET pruned_through_at = NULL, pruned_through_id = NULL WHERE ${key}`.execute(
+      db(),
+    )
+
+    expect(await runRetention(db(), PRUNE_ONLY, days(now, 32))).toEqual({ pruned: 0, deleted: 0 })
+    const last = await sql<{ at: string; id: number }>`
+      SELECT last_modified_at::text AS at, id FROM records WHERE ${key}
+      ORDER BY last_modified_at DESC, id DESC LIMIT 1`.execute(db())
+    const mark = await sql<{ at: string; id: number }>`
+      SELECT pruned_through_at::text AS at, pruned_through_id AS id FROM datasets WHERE ${key}`.execute(db())
+    expect(mark.rows).toEqual(last.rows)
+  })
+
   it('pruneAfterDays 0 turns pruning off', async () => {
     const ds = await seed('Kept', 5)
     const before = await rows(ds)
