@@ -85,8 +85,8 @@ export class PageWriter {
     }
     const json = this.sealer.open(text.json!)
     const meta = text.meta!
-    // The brace each record loses comes back in RECORD_END; meta and the cursor are ASCII.
-    const size = 1 + Buffer.byteLength(json) - 1 + meta.length + text.cursor.length + RECORD_END.length
+    // A comma before it, its closing brace dropped (RECORD_END closes it); meta and the cursor are ASCII.
+    const size = Buffer.byteLength(json) + meta.length + text.cursor.length + RECORD_END.length
     const chunk = this.room(size)
     let at = this.at
     if (this.count > 0) chunk[at++] = COMMA
