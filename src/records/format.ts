@@ -3,43 +3,44 @@ import { type RawBuilder, sql } from 'kysely'
 import type { Sealer } from '../crypto.ts'
 
 /**
- * A record as Postgres renders it for a GET /records page (`recordText`): the body splices its
- * stored JSON text (`id` first) without the closing brace, then `meta`, `cursor` and `"}}`, so each
- * record reads `{...,"_nango_metadata":{..., "cursor":"..."}}` in Nango's key order. All null for
- * the row of NULLs an empty page reads as.
+ * A record as the page query returns it (`recordRow`): its stored JSON text, and the metadata's
+ * parts as short texts, from which PageWriter writes `_nango_metadata` and the cursor. Timestamps
+ * are their JSON text as Postgres writes it, `"2024-03-27T15:10:27.123456+00:00"` in UTC. All null
+ * for the row of NULLs an empty page reads as.
  */
-export interface RecordText {
+export interface RecordRow {
   /** The stored (possibly sealed) JSON text; `{"id":...}` once pruned */
   json: string | null
-  /** `,"_nango_metadata":{"first_seen_at":...,"cursor":"` */
-  meta: string | null
-  cursor: string | null
+  /** The internal id, in decimal */
+  id: string | null
+  modifiedAt: string | null
+  /** Null when it equals modifiedAt (the record was added by its last change) */
+  firstSeenAt: string | null
+  deletedAt: string | null
+  prunedAt: string | null
 }
 
-/** Nulls stay SQL NULL; a timestamp is its JSON text, `"2024-03-27T15:10:27.123456+00:00"` in UTC. */
-const jsonTime = (column: RawBuilder<unknown>) => sql<string>`coalesce(to_json(${column})::text, 'null')`
+/** A timestamp's JSON text, or NULL when it is NULL. */
+const jsonTime = (column: RawBuilder<unknown>) =>
+  sql<string | null>`CASE WHEN ${column} IS NOT NULL THEN to_json(${column})::text END`
 
 /**
- * The RecordText columns of the record row `alias`. A cursor is standard base64 of
- * `<last_modified_at>||<id>` (cursor.ts), 50 bytes at most, so encode() never breaks it into lines
- * (it does past 76 characters).
+ * The RecordRow columns of the record row `alias`, in RecordRow's order. Postgres sends the parts,
+ * not the rendered metadata: rendering it took Postgres about as long as the rest of the page
+ * query (string functions per record), and its ~230 bytes a record took the page's rows past what
+ * a socket buffer holds at once. Records written together share their timestamps, so PageWriter
+ * renders the metadata once for a run of them.
  */
-export function recordText(alias: string): RawBuilder<RecordText> {
+export function recordRow(alias: string): RawBuilder<RecordRow> {
   const r = (column: string) => sql.ref(`${alias}.${column}`)
-  return sql<RecordText>`
+  return sql<RecordRow>`
     coalesce(${r('payload')}, '{"id":' || to_json(${r('external_id')})::text || '}') AS json,
-    concat(
-      ',"_nango_metadata":{"first_seen_at":', ${jsonTime(r('first_seen_at'))},
-      ',"last_modified_at":', ${jsonTime(r('last_modified_at'))},
-      ',"last_action":"',
-      CASE WHEN ${r('deleted_at')} IS NOT NULL THEN 'DELETED'
-           WHEN ${r('first_seen_at')} = ${r('last_modified_at')} THEN 'ADDED' ELSE 'UPDATED' END,
-      '","deleted_at":', ${jsonTime(r('deleted_at'))},
-      ',"pruned_at":', ${jsonTime(r('pruned_at'))},
-      ',"cursor":"'
-    ) AS meta,
-    encode(convert_to(btrim(to_json(${r('last_modified_at')})::text, '"') || '||' || ${r('id')}, 'UTF8'), 'base64')
-      AS cursor`
+    ${r('id')}::text AS id,
+    ${jsonTime(r('last_modified_at'))} AS modified_at,
+    CASE WHEN ${r('first_seen_at')} <> ${r('last_modified_at')} THEN to_json(${r('first_seen_at')})::text END
+      AS first_seen_at,
+    ${jsonTime(r('deleted_at'))} AS deleted_at,
+    ${jsonTime(r('pruned_at'))} AS pruned_at`
 }
 
 const OPEN = '{"next_cursor":'
@@ -53,18 +54,62 @@ const CHUNK_BYTES = 64 * 1024
 const SPARE_CHUNKS = 64
 const spare: Buffer[] = []
 
+const BASE64 = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')
+const PAD = 0x3d
+
+/** Bytes of the standard base64 (padded) of `length` bytes */
+const base64Length = (length: number) => 4 * Math.ceil(length / 3)
+
+/**
+ * Writes the standard base64 (padded, one line) of the latin1 text `text` into `out` at `at`, as
+ * `Buffer.from(text, 'latin1').toString('base64')` would, without the two objects; returns the end.
+ */
+function writeBase64(text: string, out: Buffer, at: number): number {
+  const n = text.length
+  let i = 0
+  for (; i + 2 < n; i += 3) {
+    const v = (text.charCodeAt(i) << 16) | (text.charCodeAt(i + 1) << 8) | text.charCodeAt(i + 2)
+    out[at++] = BASE64[v >> 18]!
+    out[at++] = BASE64[(v >> 12) & 63]!
+    out[at++] = BASE64[(v >> 6) & 63]!
+    out[at++] = BASE64[v & 63]!
+  }
+  if (i < n) {
+    const two = i + 1 < n
+    const v = (text.charCodeAt(i) << 16) | (two ? text.charCodeAt(i + 1) << 8 : 0)
+    out[at++] = BASE64[v >> 18]!
+    out[at++] = BASE64[(v >> 12) & 63]!
+    out[at++] = two ? BASE64[(v >> 6) & 63]! : PAD
+    out[at++] = PAD
+  }
+  return at
+}
+
 /**
  * Writes a page body `{"next_cursor": ..., "records": [...]}` (Nango's key order) from its rows as
  * they arrive: each record goes into a chunk and its strings are dropped, then `body()` joins the
- * chunks behind the `next_cursor` (the last record's cursor, known only at the end). Payloads are
- * opened here, the one step Postgres cannot take for us.
+ * chunks behind the `next_cursor` (the last record's cursor, known only at the end). Each record
+ * is its payload, opened here (Postgres cannot), without its closing brace, then
+ * `,"_nango_metadata":{...,"cursor":"<base64 of last_modified_at||id>"}}`; the metadata up to the
+ * cursor is rendered once for each run of records that share their timestamps.
  */
 export class PageWriter {
   /** Records written */
   count = 0
   /** A record past the last one written was read (the limit, or the byte budget, cut the page). */
   hasMore = false
+  /** What the last record's cursor encodes */
   private lastCursor = ''
+  /** The metadata of the last run of records, up to the cursor's opening quote, and its parts */
+  private meta = ''
+  private metaOf: Omit<RecordRow, 'json' | 'id'> = {
+    modifiedAt: null,
+    firstSeenAt: null,
+    deletedAt: null,
+    prunedAt: null,
+  }
+  /** `<last_modified_at>||` of that run, the start of each of its cursors */
+  private cursorStart = ''
   /** Filled chunks and the bytes written in each */
   private readonly chunks: { chunk: Buffer; used: number }[] = []
   private chunk: Buffer | undefined
@@ -77,32 +122,63 @@ export class PageWriter {
   ) {}
 
   /** The next row in cursor order; `fits` false means the byte budget ended the page before it. */
-  add(text: RecordText, fits: boolean): void {
-    if (text.cursor === null || this.hasMore) return
+  add(row: RecordRow, fits: boolean): void {
+    if (row.id === null || this.hasMore) return
     if (this.count === this.limit || !fits) {
       this.hasMore = true
       return
     }
-    const json = this.sealer.open(text.json!)
-    const meta = text.meta!
+    const json = this.sealer.open(row.json!)
+    const meta = this.metaFor(row)
+    const cursor = this.cursorStart + row.id
     // A comma before it, its closing brace dropped (RECORD_END closes it); meta and the cursor are ASCII.
-    const size = Buffer.byteLength(json) + meta.length + text.cursor.length + RECORD_END.length
+    const size = Buffer.byteLength(json) + meta.length + base64Length(cursor.length) + RECORD_END.length
     const chunk = this.room(size)
     let at = this.at
     if (this.count > 0) chunk[at++] = COMMA
     at += chunk.write(json, at, 'utf8') - 1
     at += chunk.write(meta, at, 'latin1')
-    at += chunk.write(text.cursor, at, 'latin1')
+    at = writeBase64(cursor, chunk, at)
     at += chunk.write(RECORD_END, at, 'latin1')
     this.bytes += at - this.at
     this.at = at
     this.count++
-    this.lastCursor = text.cursor
+    this.lastCursor = cursor
+  }
+
+  /** `,"_nango_metadata":{...,"cursor":"` of a record: the last run's, or a new run's. */
+  private metaFor(row: RecordRow): string {
+    const last = this.metaOf
+    if (
+      row.modifiedAt === last.modifiedAt &&
+      row.firstSeenAt === last.firstSeenAt &&
+      row.deletedAt === last.deletedAt &&
+      row.prunedAt === last.prunedAt
+    ) {
+      return this.meta
+    }
+    const modifiedAt = row.modifiedAt!
+    const action = row.deletedAt !== null ? 'DELETED' : row.firstSeenAt === null ? 'ADDED' : 'UPDATED'
+    this.metaOf = {
+      modifiedAt,
+      firstSeenAt: row.firstSeenAt,
+      deletedAt: row.deletedAt,
+      prunedAt: row.prunedAt,
+    }
+    this.cursorStart = `${modifiedAt.slice(1, -1)}||`
+    this.meta =
+      `,"_nango_metadata":{"first_seen_at":${row.firstSeenAt ?? modifiedAt},"last_modified_at":${modifiedAt}` +
+      `,"last_action":"${action}","deleted_at":${row.deletedAt ?? 'null'},"pruned_at":${row.prunedAt ?? 'null'}` +
+      ',"cursor":"'
+    return this.meta
   }
 
   /** The whole body, in one buffer of its exact size. */
   body(): Buffer {
-    const next = this.hasMore && this.count > 0 ? `"${this.lastCursor}"` : 'null'
+    const next =
+      this.hasMore && this.count > 0
+        ? `"${Buffer.from(this.lastCursor, 'latin1').toString('base64')}"`
+        : 'null'
     const head = OPEN + next + RECORDS
     const body = Buffer.allocUnsafe(head.length + this.bytes + CLOSE.length)
     let at = body.write(head, 0, 'latin1')

@@ -2,33 +2,78 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 
 import { createSealer } from '../../src/crypto.ts'
-import { PageWriter, type RecordText } from '../../src/records/format.ts'
+import { encodeCursor } from '../../src/records/cursor.ts'
+import { PageWriter, type RecordRow } from '../../src/records/format.ts'
 
 const plain = createSealer(null)
-const META = ',"_nango_metadata":{"last_action":"ADDED","cursor":"'
+const T1 = '"2024-03-27T15:10:27.123456+00:00"'
+const T2 = '"2024-03-28T09:00:00+00:00"'
+const T3 = '"2024-03-29T23:59:59.5+00:00"'
 
-/** A row as Postgres renders it, for a record of `fields` (id first). */
-const row = (id: number, fields: Record<string, unknown>): RecordText => ({
+/** A row as Postgres sends it, for a record of `fields` (id first), added at T1 unless `times` say otherwise. */
+const row = (
+  id: number | string,
+  fields: Record<string, unknown>,
+  times: Partial<Omit<RecordRow, 'json' | 'id'>> = {},
+): RecordRow => ({
   json: JSON.stringify({ id: String(id), ...fields }),
-  meta: META,
-  cursor: Buffer.from(`t||${id}`).toString('base64'),
+  id: String(id),
+  modifiedAt: T1,
+  firstSeenAt: null,
+  deletedAt: null,
+  prunedAt: null,
+  ...times,
 })
 
-function expected(rows: RecordText[], count: number, hasMore: boolean) {
-  const records = rows.slice(0, count).map((r) => ({
+/** The record GET /records returns for a row, built without PageWriter's code. */
+function record(r: RecordRow) {
+  const time = (t: string | null) => (t === null ? null : (JSON.parse(t) as string))
+  return {
     ...(JSON.parse(r.json!) as object),
-    _nango_metadata: { last_action: 'ADDED', cursor: r.cursor },
-  }))
-  return { next_cursor: hasMore ? rows[count - 1]!.cursor : null, records }
+    _nango_metadata: {
+      first_seen_at: time(r.firstSeenAt ?? r.modifiedAt),
+      last_modified_at: time(r.modifiedAt),
+      last_action: r.deletedAt ? 'DELETED' : r.firstSeenAt ? 'UPDATED' : 'ADDED',
+      deleted_at: time(r.deletedAt),
+      pruned_at: time(r.prunedAt),
+      cursor: encodeCursor(time(r.modifiedAt)!, r.id!),
+    },
+  }
+}
+
+function expected(rows: RecordRow[], count: number, hasMore: boolean) {
+  const records = rows.slice(0, count).map(record)
+  return { next_cursor: hasMore ? records[count - 1]!._nango_metadata.cursor : null, records }
 }
 
 describe('PageWriter', () => {
   it('writes an empty page, and ignores the row of NULLs an empty page reads as', () => {
     const page = new PageWriter(100, plain)
-    page.add({ json: null, meta: null, cursor: null }, true)
+    page.add(
+      { json: null, id: null, modifiedAt: null, firstSeenAt: null, deletedAt: null, prunedAt: null },
+      true,
+    )
     expect(page.body().toString()).toBe('{"next_cursor":null,"records":[]}')
     expect(page.count).toBe(0)
     expect(page.hasMore).toBe(false)
+  })
+
+  it("writes Nango's metadata in Nango's key order, for each kind of record", () => {
+    const rows = [
+      row(1, { n: 1 }),
+      row(2, { n: 2 }, { firstSeenAt: T2, modifiedAt: T3 }),
+      row(3, {}, { modifiedAt: T2, deletedAt: T2 }),
+      row(4, {}, { modifiedAt: T2, prunedAt: T3 }),
+    ]
+    const page = new PageWriter(10, plain)
+    for (const r of rows) page.add(r, true)
+    const body = page.body().toString()
+    expect(body).toContain(
+      '{"id":"2","n":2,"_nango_metadata":{"first_seen_at":"2024-03-28T09:00:00+00:00",' +
+        '"last_modified_at":"2024-03-29T23:59:59.5+00:00","last_action":"UPDATED","deleted_at":null,' +
+        `"pruned_at":null,"cursor":"${encodeCursor('2024-03-29T23:59:59.5+00:00', 2)}"}}`,
+    )
+    expect(JSON.parse(body)).toEqual(expected(rows, 4, false))
   })
 
   it('stops at the limit or at the first row past the byte budget, and then names the next cursor', () => {
@@ -52,31 +97,44 @@ describe('PageWriter', () => {
     expect(JSON.parse(page.body().toString())).toEqual(expected([r], 1, false))
   })
 
-  it('any sizes, across chunk boundaries and past a chunk, multi-byte text included, byte for byte', () => {
+  it('any sizes, ids and runs of timestamps, across chunk boundaries and past a chunk, byte for byte', () => {
     const text = fc.oneof(fc.string({ maxLength: 50 }), fc.string({ unit: 'grapheme', maxLength: 400 }))
-    const fields = fc.record({ s: text, pad: fc.nat({ max: 90_000 }) }).map(({ s, pad }) => ({
-      s,
-      pad: 'x'.repeat(pad % 7 === 0 ? pad : pad % 3000),
-    }))
+    const time = fc.constantFrom(T1, T2, T3)
+    const anyRow = fc
+      .record({
+        s: text,
+        pad: fc.nat({ max: 90_000 }),
+        // Every length of id, so every cursor length modulo 3 (base64 padding)
+        id: fc.bigInt({ min: 1n, max: 2n ** 53n - 1n }),
+        modifiedAt: time,
+        firstSeenAt: fc.option(time),
+        deletedAt: fc.option(time),
+        prunedAt: fc.option(time),
+      })
+      .map(({ s, pad, id, ...times }) =>
+        row(id.toString(), { s, pad: 'x'.repeat(pad % 7 === 0 ? pad : pad % 3000) }, times),
+      )
     fc.assert(
-      fc.property(fc.array(fields, { maxLength: 60 }), fc.integer({ min: 1, max: 70 }), (all, limit) => {
-        const rows = all.map((f, i) => row(i + 1, f))
+      fc.property(fc.array(anyRow, { maxLength: 60 }), fc.integer({ min: 1, max: 70 }), (rows, limit) => {
         const page = new PageWriter(limit, plain)
         for (const r of rows) page.add(r, true)
         const count = Math.min(limit, rows.length)
         const body = page.body()
         const want = expected(rows, count, rows.length > limit)
+        // Byte for byte what JSON.stringify writes of the payload followed by the metadata
         expect(body.toString()).toBe(
           `{"next_cursor":${JSON.stringify(want.next_cursor)},"records":[` +
-            rows
-              .slice(0, count)
-              .map((r) => `${r.json!.slice(0, -1)}${r.meta}${r.cursor}"}}`)
+            want.records
+              .map(
+                ({ _nango_metadata: meta }, i) =>
+                  `${rows[i]!.json!.slice(0, -1)},"_nango_metadata":${JSON.stringify(meta)}}`,
+              )
               .join(',') +
             ']}',
         )
         expect(JSON.parse(body.toString())).toEqual(want)
       }),
-      { numRuns: 60 },
+      { numRuns: 80 },
     )
   })
 })
