@@ -14,6 +14,9 @@
  * share this machine's cores. BENCH_RECORDS (100000), BENCH_RSS_RECORDS (1000000) and
  * BENCH_SECONDS (6, each capacity run) size it; BENCH_QUICK=1 shrinks everything for CI.
  */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+
 import { sql } from 'kysely'
 import pg from 'pg'
 import { Agent, request } from 'undici'
@@ -70,6 +73,25 @@ function makeRecords(count: number, seed: number): Rec[] {
 const batches = <T>(items: T[]) =>
   Array.from({ length: Math.ceil(items.length / BATCH) }, (_, i) => items.slice(i * BATCH, (i + 1) * BATCH))
 const perSecond = (count: number, ms: number) => (count / ms) * 1000
+
+/**
+ * A server in a process of its own that answers every request at once with `body`: paging it the
+ * way a consumer pages ours measures what the consumer alone costs, the bound of the one-consumer
+ * figure whatever the server does.
+ */
+async function startInstantServer(body: Buffer): Promise<{ url: string; stop(): void }> {
+  const script = `
+    const body = require('node:fs').readFileSync(0)
+    const server = require('node:http').createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': body.length })
+      res.end(body)
+    })
+    server.listen(0, '127.0.0.1', () => console.log(server.address().port))`
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  child.stdin.end(body)
+  const [port] = (await once(child.stdout, 'data')) as [Buffer]
+  return { url: `http://127.0.0.1:${port.toString().trim()}`, stop: () => child.kill() }
+}
 
 /** Runs `ours` and `raw` alternately, `times` each, and keeps the best (highest) of each side. */
 async function alternate(times: number, ours: () => Promise<number>, raw: () => Promise<number>) {
@@ -283,6 +305,27 @@ async function main() {
       TARGET.consumer,
     )
     row(`one consumer, raw as text, limit ${limit}`, text.ours, text.raw, 'rec/s', 'report')
+    // The same consumer against a server that answers at once with our first page, as many pages:
+    // its ratio is the most any server could reach here.
+    const instant = await startInstantServer(Buffer.from(await (await get(limit)).arrayBuffer()))
+    const instantPaging = async () => {
+      const run = await timed(async () => {
+        for (let pages = 0; pages < N / limit; pages++) {
+          const res = await request(instant.url, { dispatcher: agent })
+          JSON.parse(await res.body.text())
+        }
+      })
+      return perSecond(N, run.ms)
+    }
+    const bound = await alternate(2, instantPaging, () => rawPaging(limit, 'parsed'))
+    instant.stop()
+    row(
+      `one consumer, parsed, limit ${limit}, server answering at once (bound)`,
+      bound.ours,
+      bound.raw,
+      'rec/s',
+      'report',
+    )
 
     const best = await alternate(
       2,

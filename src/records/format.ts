@@ -27,9 +27,9 @@ const jsonTime = (column: RawBuilder<unknown>) =>
 /**
  * The RecordRow columns of the record row `alias`, in RecordRow's order. Postgres sends the parts,
  * not the rendered metadata: rendering it took Postgres about as long as the rest of the page
- * query (string functions per record), and its ~230 bytes a record took the page's rows past what
- * a socket buffer holds at once. Records written together share their timestamps, so PageWriter
- * renders the metadata once for a run of them.
+ * query (string functions per record), and its ~230 bytes a record brought a 100-record page near
+ * the size past which Postgres waits for its reader to drain the socket. Records written together
+ * share their timestamps, so PageWriter renders the metadata once for a run of them.
  */
 export function recordRow(alias: string): RawBuilder<RecordRow> {
   const r = (column: string) => sql.ref(`${alias}.${column}`)
