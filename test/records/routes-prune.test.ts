@@ -219,6 +219,26 @@ describe('PATCH /records/prune', () => {
     })
     expect(await prunedIds('Between')).toHaveLength(4)
   })
+
+  it('empties each record in place, on the heap page it was on (migrations/0013: pages keep room)', async () => {
+    // 1 KB records fill their pages as the benchmarks' do; in place means a HOT update, no index touched.
+    const records = Array.from({ length: 300 }, (_, i) => ({ id: `InPlace-${i}`, text: 'x'.repeat(900) }))
+    for (let i = 0; i < records.length; i += 100) {
+      await batchSave(t.db.kysely, t.sealer, ds('InPlace'), records.slice(i, i + 100))
+    }
+    const pages = async () =>
+      (
+        await sql<{ external_id: string; page: string }>`
+          SELECT external_id, (ctid::text::point)[0]::text AS page FROM records
+          WHERE connection_pk = ${conn} AND model = 'InPlace' ORDER BY external_id`.execute(t.db.kysely)
+      ).rows
+    const before = await pages()
+    expect(new Set(before.map((r) => r.page)).size).toBeGreaterThan(30)
+    const until = await cursorOf('InPlace', -1)
+    expect(await pruneOk({ model: 'InPlace', until_cursor: until })).toEqual({ count: 300, has_more: false })
+    expect(await prunedIds('InPlace')).toHaveLength(300)
+    expect(await pages()).toEqual(before)
+  })
 })
 
 describe('prune errors', () => {
