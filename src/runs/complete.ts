@@ -1,7 +1,6 @@
 import { sql, type Transaction } from 'kysely'
 
 import type { Database, Queryable } from '../db/database.ts'
-import { PREPARED } from '../db/prepared.ts'
 import { markSynced } from '../records/datasets.ts'
 import { queueSyncWebhooks } from '../webhooks/deliver.ts'
 import { endRunsStatement, type RunEnding } from './states.ts'
@@ -17,7 +16,9 @@ export interface RunEnded {
  * synced and queues the webhooks, so a success is never recorded without them, nor they without it.
  * Runs end in one statement however many there are (the dispatcher records the runs that ended
  * while it recorded the previous ones together). Returns the runs it ended, by id; a late report
- * (the run expired or was cancelled meanwhile) is not among them and changed nothing.
+ * (the run expired or was cancelled meanwhile) is not among them and changed nothing. The statement
+ * is planned on every call, not prepared: a generic plan made while runs was empty would scan all
+ * of runs to find the ones ending (see claimRuns in scheduler/run-queue.ts).
  */
 export async function completeRuns(
   trx: Transaction<Database>,
@@ -37,7 +38,7 @@ export async function completeRuns(
     environment_id: number
     connection_id: string
     provider_config_key: string
-  }>`${sql.raw(PREPARED)}
+  }>`
     WITH ended AS (${endRunsStatement(ends)}),
     stamped AS (
       UPDATE syncs s SET last_sync_date = ended.started_at FROM ended

@@ -49,7 +49,7 @@ const MOVE_TO = MOVES.map((m) => m.state)
  * moves each run to its final state only if its lease still holds it and the transition table
  * allows the move from the state it is in. A late report (the run expired or was cancelled
  * meanwhile) matches no row and changes nothing. Returns id, sync_id, state and started_at of each
- * run it ended. Its text is the same for any number of runs, so it can be a prepared statement.
+ * run it ended. Its text is the same for any number of runs.
  */
 export function endRunsStatement(ends: readonly RunEnding[]) {
   return sql`

@@ -1,7 +1,6 @@
 import { sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
-import { PREPARED } from '../db/prepared.ts'
 import { type ScheduleState, scheduleStatesLeadingTo } from './states.ts'
 
 /**
@@ -68,10 +67,11 @@ export async function setScheduleFrequency(
  * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
  * advancing each to its next slot. A schedule whose sync
  * already has a run waiting or executing skips the slot. Safe on every instance at once: the due
- * rows are taken with FOR UPDATE SKIP LOCKED. Returns how many runs were created.
+ * rows are taken with FOR UPDATE SKIP LOCKED. Returns how many runs were created. Planned on every
+ * call, like claimRuns (run-queue.ts says why): its check for a run of the sync reads runs.
  */
 export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
-  const { rows } = await sql<{ id: number }>`${sql.raw(PREPARED)}
+  const { rows } = await sql<{ id: number }>`
     WITH due AS (
       SELECT s.sync_id, s.connection_pk, s.next_due_at FROM schedules s
       WHERE s.state = 'STARTED' AND s.next_due_at <= now()
