@@ -4,6 +4,7 @@ import os from 'node:os'
 import type { Kysely } from 'kysely'
 
 import type { Database } from '../db/database.ts'
+import { sqlState, withRetries } from '../db/errors.ts'
 import { inTransaction } from '../db/transaction.ts'
 import type { Logger } from '../logger.ts'
 import { type Loop, startLoop } from '../loop.ts'
@@ -12,8 +13,7 @@ import { completeRuns, type RunEnded } from '../runs/complete.ts'
 import type { RunExecutor } from '../runs/execute.ts'
 import { type ClaimedRun, expireRuns, heartbeat } from '../runs/lease.ts'
 import type { RunOutcome } from '../runs/states.ts'
-import { claimRuns, requestRun } from './run-queue.ts'
-import { materializeDueRuns } from './schedules.ts'
+import { claimDueRuns, requestRun } from './run-queue.ts'
 import type { Wakeups } from './wakeups.ts'
 
 export interface DispatcherOptions {
@@ -99,17 +99,17 @@ export class Dispatcher {
       const free = this.o.concurrency - this.executing
       if (free > 0) {
         try {
-          // One transaction for two statements: one commit to wait for (a WAL flush) instead of two.
-          const claimed = await inTransaction(this.o.db, async (trx) => {
-            // Only as many due schedules become runs as this instance can start now: turning a
-            // backlog of thousands into runs on every claim made each claim as slow as the backlog.
-            await materializeDueRuns(trx, free)
-            return claimRuns(trx, this.owner, free)
-          })
+          // Only as many due schedules become runs as this instance can start now: turning a
+          // backlog of thousands into runs on every claim made each claim as slow as the backlog.
+          const claimed = await withRetries(() => claimDueRuns(this.o.db, this.owner, free))
           for (const run of claimed) this.launch(run)
           claimedAll = claimed.length === free
         } catch (err) {
-          this.o.logger.error({ err }, 'claiming runs failed')
+          // 23505: another instance started a sync whose waiting run this claim took (claimDueRuns),
+          // a rare race; the claim changed nothing, and the next one (a run's end or the poll) skips
+          // that sync.
+          if (sqlState(err) === '23505') this.o.logger.info({ err }, 'claim raced another instance')
+          else this.o.logger.error({ err }, 'claiming runs failed')
         }
       }
       // Capacity filled: more may be due, look again as soon as a run finishes (it pokes).

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { type RawBuilder, sql } from 'kysely'
 
 import type { Queryable } from '../db/database.ts'
 import { type ScheduleState, scheduleStatesLeadingTo } from './states.ts'
@@ -64,15 +64,14 @@ export async function setScheduleFrequency(
 }
 
 /**
- * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
- * advancing each to its next slot. A schedule whose sync
- * already has a run waiting or executing skips the slot. Safe on every instance at once: the due
- * rows are taken with FOR UPDATE SKIP LOCKED. Returns how many runs were created. Planned on every
- * call, like claimRuns (run-queue.ts says why): its check for a run of the sync reads runs.
+ * The head of a statement that makes due schedules into runs: `due`, up to `limit` started
+ * schedules past their due time, oldest first, taken with FOR UPDATE SKIP LOCKED (so every instance
+ * can take them at once), and `advanced`, which moves each to its next slot. The statement inserts
+ * the runs from `due` where DUE_SYNC_IDLE holds; a schedule whose sync already has a run waiting or
+ * executing skips the slot.
  */
-export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
-  const { rows } = await sql<{ id: number }>`
-    WITH due AS (
+export const takeDueSchedules = (limit: number | RawBuilder<number>) => sql`
+    due AS (
       SELECT s.sync_id, s.connection_pk, s.next_due_at FROM schedules s
       WHERE s.state = 'STARTED' AND s.next_due_at <= now()
       ORDER BY s.next_due_at
@@ -80,10 +79,24 @@ export async function materializeDueRuns(db: Queryable, limit: number): Promise<
       FOR UPDATE SKIP LOCKED
     ), advanced AS (
       UPDATE schedules s SET next_due_at = ${NEXT_SLOT} FROM due WHERE s.sync_id = due.sync_id
-    )
+    )`
+
+export const DUE_SYNC_IDLE = sql`NOT EXISTS (
+  SELECT 1 FROM runs r WHERE r.sync_id = due.sync_id AND r.state IN ('CREATED', 'STARTED'))`
+
+/**
+ * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
+ * advancing each to its next slot (takeDueSchedules). Returns how many runs were created. The
+ * dispatcher starts due schedules as runs directly (claimDueRuns in run-queue.ts); this is for
+ * those who want them queued. Planned on every call, like claimRuns (run-queue.ts says why): its
+ * check for a run of the sync reads runs.
+ */
+export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
+  const { rows } = await sql<{ id: number }>`
+    WITH ${takeDueSchedules(limit)}
     INSERT INTO runs (sync_id, connection_pk, state, reason, due_at)
     SELECT due.sync_id, due.connection_pk, 'CREATED', 'schedule', due.next_due_at FROM due
-    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.sync_id = due.sync_id AND r.state IN ('CREATED', 'STARTED'))
+    WHERE ${DUE_SYNC_IDLE}
     ON CONFLICT DO NOTHING
     RETURNING id`.execute(db)
   return rows.length

@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Queryable } from '../../src/db/database.ts'
-import { claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
+import { claimDueRuns, claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
 import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
 import { SCHEDULE_TRANSITIONS, scheduleStatesLeadingTo } from '../../src/scheduler/states.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
@@ -206,5 +206,69 @@ describe('schedules', () => {
     // The same frequency again changes nothing.
     await setScheduleFrequency(db, sync.syncId, 4 * 60_000)
     expect((await scheduleRow(db, sync.syncId)).next_due_at).toEqual(row.next_due_at)
+  })
+})
+
+describe('claimDueRuns (what the dispatcher claims)', () => {
+  it('starts waiting runs and due schedules; a schedule whose sync has a run waiting or executing skips the slot', async () => {
+    const executing = await startedRun() // first: it claims every waiting run
+    const waiting = await createSyncFixture(db, { state: 'PAUSED' })
+    await requestRun(db, { ...waiting, reason: 'trigger', reset: true })
+    const due = await createSyncFixture(db)
+    await backdateSchedule(db, due.syncId, 90_000)
+    const waitingAndDue = await createSyncFixture(db, { state: 'PAUSED' })
+    const triggered = await requestRun(db, { ...waitingAndDue, reason: 'trigger' })
+    for (const { syncId } of [executing.sync, waitingAndDue]) {
+      await setScheduleState(db, [syncId], 'STARTED')
+      await backdateSchedule(db, syncId, 90_000)
+    }
+    const slot = (await scheduleRow(db, due.syncId)).next_due_at
+
+    const claimed = await claimDueRuns(db, 'owner-a', 1000)
+    const bySync = (syncId: string) => claimed.filter((r) => r.syncId === syncId)
+    expect(bySync(waiting.syncId)).toMatchObject([{ reason: 'trigger', reset: true }])
+    expect(bySync(due.syncId)).toMatchObject([{ reason: 'schedule', reset: false, emptyCache: false }])
+    expect(bySync(executing.sync.syncId)).toEqual([])
+    expect(bySync(waitingAndDue.syncId)).toMatchObject([{ id: triggered, reason: 'trigger' }])
+
+    // The scheduled run is a started run of its slot, holding the lease the claim returned.
+    const [run] = bySync(due.syncId)
+    expect(await runRows(db, due.syncId)).toMatchObject([
+      {
+        id: run!.id,
+        state: 'STARTED',
+        reason: 'schedule',
+        owner: 'owner-a',
+        lease: run!.lease,
+        due_at: slot,
+      },
+    ])
+    expect((await runRows(db, executing.sync.syncId)).map((r) => r.state)).toEqual(['STARTED'])
+    expect((await runRows(db, waitingAndDue.syncId)).map((r) => [r.id, r.state])).toEqual([
+      [triggered, 'STARTED'],
+    ])
+    for (const { syncId } of [due, executing.sync, waitingAndDue]) {
+      expect(await gridPosition(db, syncId)).toMatchObject({ onGrid: true, afterNow: true })
+    }
+    expect((await claimDueRuns(db, 'owner-b', 1000)).map((r) => r.syncId)).not.toContain(due.syncId)
+  })
+
+  it('takes waiting runs first and only as many due schedules as there is room for; the others stay due', async () => {
+    // Nothing of the tests before may take a place.
+    await sql`UPDATE runs SET state = 'CANCELLED' WHERE state = 'CREATED'`.execute(db)
+    await sql`UPDATE schedules SET state = 'PAUSED' WHERE state = 'STARTED'`.execute(db)
+    const waiting = await createSyncFixture(db, { state: 'PAUSED' })
+    await requestRun(db, { ...waiting, reason: 'trigger' })
+    const due = [await createSyncFixture(db), await createSyncFixture(db), await createSyncFixture(db)]
+
+    const first = await claimDueRuns(db, 'owner-a', 2)
+    expect(first.map((r) => r.reason)).toEqual(['trigger', 'schedule'])
+    const started = due.filter((s) => first.some((r) => r.syncId === s.syncId))
+    expect(started).toHaveLength(1)
+    for (const sync of due.filter((s) => !started.includes(s))) {
+      expect(await runRows(db, sync.syncId)).toEqual([])
+      expect((await gridPosition(db, sync.syncId)).afterNow).toBe(false)
+    }
+    expect((await claimDueRuns(db, 'owner-a', 5)).map((r) => r.reason)).toEqual(['schedule', 'schedule'])
   })
 })
