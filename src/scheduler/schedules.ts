@@ -87,9 +87,9 @@ export const DUE_SYNC_IDLE = sql`NOT EXISTS (
 /**
  * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
  * advancing each to its next slot (takeDueSchedules). Returns how many runs were created. The
- * dispatcher starts due schedules as runs directly (claimDueRuns in run-queue.ts); this is for
- * those who want them queued. Planned on every call, like claimRuns (run-queue.ts says why): its
- * check for a run of the sync reads runs.
+ * dispatcher no longer calls it: it starts due schedules as runs directly (claimDueRuns in
+ * run-queue.ts); bench:scale's claim and the tests of the slot rules still do. Planned on every
+ * call, like claimRuns (run-queue.ts says why): its check for a run of the sync reads runs.
  */
 export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
   const { rows } = await sql<{ id: number }>`
