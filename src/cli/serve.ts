@@ -51,8 +51,9 @@ export async function serveCommand(args: string[], ctx: CliContext, run: Command
   // still in flight would stay open after its response until the client or keepAliveTimeout (10 s)
   // closed it, holding shutdown for the whole grace period. Responses sent while closing say so.
   let closing = false
-  app.addHook('onSend', async (_request, reply) => {
-    if (closing) reply.header('connection', 'close')
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) void reply.header('connection', 'close')
+    done(null, payload)
   })
   const address = await app.listen({ port: config.port, host: config.host })
 

@@ -8,7 +8,7 @@ import type { Logger } from '../logger.ts'
 import type { Database } from './database.ts'
 import { DatabaseUnavailableError, sqlState } from './errors.ts'
 import { PREPARED } from './prepared.ts'
-import { type RowReader, rowsVia } from './rows.ts'
+import { type EachRow, type RowReader, rowsVia } from './rows.ts'
 
 export interface Db extends RowReader {
   readonly kind: DatabaseTarget['kind']
@@ -75,10 +75,10 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
   let closed: Promise<void> | undefined
   return {
     kysely,
-    eachRow: async (query, onRow) => {
+    eachRow: async (text, values, onRow) => {
       const client = await preparing.connect()
       try {
-        await client.eachRow(query.sql, query.parameters, onRow)
+        await client.eachRow(text, values, onRow)
       } finally {
         client.release()
       }
@@ -121,30 +121,20 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
           throw broken && !sqlState(err) ? new DatabaseUnavailableError('08006', err) : err
         }
       }
-      const eachRow = (text: string, values: readonly unknown[], onRow: (row: readonly unknown[]) => void) =>
+      const eachRow: EachRow = (text, values, onRow) =>
         new Promise<void>((resolve, reject) => {
-          let thrown: { error: unknown } | undefined
-          const config: pg.QueryArrayConfig = {
-            ...(text.startsWith(PREPARED) ? { name: statementName(text) } : {}),
-            text,
-            values: [...values],
-            rowMode: 'array',
-          }
-          // @types/pg types the constructor with object rows only; pg takes rowMode here too.
-          const statement = new pg.Query(config as pg.QueryConfig)
-          // With a 'row' listener and no callback, pg keeps no rows.
-          statement.on('row', (row: unknown[]) => {
-            if (thrown) return
-            try {
-              onRow(row)
-            } catch (error) {
-              thrown = { error }
-            }
-          })
+          const statement = new RowStatement(
+            {
+              ...(text.startsWith(PREPARED) ? { name: statementName(text) } : {}),
+              text,
+              values: [...values],
+            },
+            onRow,
+          )
           statement.on('error', (err: Error) =>
             reject(broken && !sqlState(err) ? new DatabaseUnavailableError('08006', err) : err),
           )
-          statement.on('end', () => (thrown ? reject(thrown.error) : resolve()))
+          statement.on('end', () => (statement.thrown ? reject(statement.thrown.error) : resolve()))
           client.query(statement)
         })
       proxy = new Proxy(client as RowClient, {
@@ -180,10 +170,45 @@ function preparingPool(pool: pg.Pool, waits: { acquired: number; ms: number }) {
 
 /** A pool client that can also stream a statement's rows (EachRow). */
 interface RowClient extends pg.PoolClient {
-  eachRow(text: string, values: readonly unknown[], onRow: (row: readonly unknown[]) => void): Promise<void>
+  eachRow: EachRow
 }
 
-const statementName = (text: string) => `s_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+/**
+ * A statement whose rows go to `onRow` as the text the protocol carries, one by one: pg's own
+ * Query would run each value through its type parser and emit a 'row' event holding a Result.
+ * pg hands a statement (a Submittable) each DataRow message; the rest (prepare, bind, errors,
+ * 'end') is pg.Query's.
+ */
+class RowStatement extends pg.Query {
+  thrown: { error: unknown } | undefined
+
+  constructor(
+    config: pg.QueryConfig,
+    private readonly onRow: (row: readonly (string | null)[]) => void,
+  ) {
+    super(config)
+  }
+
+  handleDataRow(message: { fields: (string | null)[] }): void {
+    if (this.thrown) return
+    try {
+      this.onRow(message.fields)
+    } catch (error) {
+      this.thrown = { error }
+    }
+  }
+}
+
+/** Named statements by their text: a hash of a page statement's 2 KB text per request is not free. */
+const statementNames = new Map<string, string>()
+function statementName(text: string): string {
+  let name = statementNames.get(text)
+  if (name === undefined) {
+    name = `s_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+    statementNames.set(text, name)
+  }
+  return name
+}
 
 async function openEmbedded(dataDir: string): Promise<Db> {
   // Imported only here: PGlite's module alone is ~45 MB of resident memory a Postgres setup never uses.

@@ -1,14 +1,19 @@
-import type { CompiledQuery, Kysely } from 'kysely'
+import { CompiledQuery, type Kysely } from 'kysely'
 
 import type { Database } from './database.ts'
 
 /**
- * Runs a compiled query and hands each row to `onRow` as an array of its column values, as the row
- * arrives: a large result is never held whole, so its values die young (V8 copies every young
- * object still alive at a scavenge, and a held 1 MB page is copied many times over). An exception
- * from `onRow` stops the rows and rejects once the statement is over.
+ * Runs a statement whose columns are all text and hands each row to `onRow` as its columns' values
+ * (null for NULL), as the row arrives: a large result is never held whole, so its values die young
+ * (V8 copies every young object still alive at a scavenge, and a held 1 MB page is copied many
+ * times over). Text columns only, so that both drivers hand over the same values without parsing
+ * them. An exception from `onRow` stops the rows and rejects once the statement is over.
  */
-export type EachRow = (query: CompiledQuery, onRow: (row: readonly unknown[]) => void) => Promise<void>
+export type EachRow = (
+  sql: string,
+  parameters: readonly unknown[],
+  onRow: (row: readonly (string | null)[]) => void,
+) => Promise<void>
 
 /** A database to read rows from one by one; `Db` is one, `rowsVia` makes one of any Kysely. */
 export interface RowReader {
@@ -23,9 +28,9 @@ export interface RowReader {
 export function rowsVia(kysely: Kysely<Database>): RowReader {
   return {
     kysely,
-    eachRow: async (query, onRow) => {
-      const { rows } = await kysely.executeQuery(query)
-      for (const row of rows) onRow(Object.values(row as object))
+    eachRow: async (sql, parameters, onRow) => {
+      const { rows } = await kysely.executeQuery(CompiledQuery.raw(sql, [...parameters]))
+      for (const row of rows) onRow(Object.values(row as object) as (string | null)[])
     },
   }
 }

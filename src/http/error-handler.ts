@@ -32,10 +32,11 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimitBytes: numb
 
   // RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400. Node's own check answers it
   // with an empty body, so app.ts turns that off (`http.requireHostHeader`) and this answers it.
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
-      throw new HttpError(400, 'invalid_request', 'An HTTP/1.1 request must have a Host header')
+      return done(new HttpError(400, 'invalid_request', 'An HTTP/1.1 request must have a Host header'))
     }
+    done()
   })
 
   // Node answers these two before any route, with an empty body or none at all.

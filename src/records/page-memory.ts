@@ -30,10 +30,12 @@ export class PageMemory {
 
   /**
    * Reserves `bytes` (at most `largest`), waiting for room up to `waitMs`; null when there was none
-   * in time, or `signal` aborted first (the client went away).
+   * in time, or the signal `gone` gives aborted first (the client went away). `gone` is called only
+   * when the reservation must wait, so a page that fits at once builds no signal.
    */
-  reserve(bytes: number, signal: AbortSignal): Promise<Reservation | null> {
+  reserve(bytes: number, gone: () => AbortSignal): Promise<Reservation | null> {
     if (this.waiting.length === 0 && this.fits(bytes)) return Promise.resolve(this.take(bytes))
+    const signal = gone()
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
       const waiter: Waiter = {

@@ -54,24 +54,125 @@ export interface PageTarget {
   variant: string
 }
 
-function conditions(target: PageTarget, q: PageQuery): RawBuilder<boolean> {
+/**
+ * The page statement's inputs, each named once. The statement is compiled once per shape (which
+ * filters a request uses) with a slot in place of each value; a request then fills the slots in
+ * the compiled order, with no query built and no SQL text hashed per request.
+ */
+interface PageInputs {
+  environmentId: number
+  providerConfigKey: string
+  connectionId: string
+  model: string
+  variant: string
+  fetch: number
+  maxBytes: number
+  afterModifiedAt: string | undefined
+  afterId: number | undefined
+  modifiedAfter: string | undefined
+  externalIds: string[] | undefined
+}
+
+/** Stands in for an input while a shape's statement compiles; `compiled.parameters` holds them in order. */
+class Slot {
+  constructor(readonly input: keyof PageInputs) {}
+}
+
+const slot = (input: keyof PageInputs) => sql`${new Slot(input)}`
+
+function conditions(q: PageQuery): RawBuilder<boolean> {
   const all = [
     sql`r.connection_pk = d.connection_pk`,
-    sql`r.model = ${target.model}`,
-    sql`r.variant = ${target.variant}`,
+    sql`r.model = ${slot('model')}`,
+    sql`r.variant = ${slot('variant')}`,
   ]
   if (q.after) {
-    all.push(sql`(r.last_modified_at, r.id) > (${q.after.modifiedAt}::timestamptz, ${q.after.id}::bigint)`)
+    all.push(
+      sql`(r.last_modified_at, r.id) > (${slot('afterModifiedAt')}::timestamptz, ${slot('afterId')}::bigint)`,
+    )
   }
-  if (q.modifiedAfter) all.push(sql`r.last_modified_at >= ${q.modifiedAfter}::timestamptz`)
+  if (q.modifiedAfter) all.push(sql`r.last_modified_at >= ${slot('modifiedAfter')}::timestamptz`)
   const actions = actionFilter(q.actions)
   if (actions) all.push(actions)
-  if (q.externalIds) all.push(sql`r.external_id = any(${[...q.externalIds]}::text[])`)
+  if (q.externalIds) all.push(sql`r.external_id = any(${slot('externalIds')}::text[])`)
   return sql<boolean>`${sql.join(all, sql` AND `)}`
 }
 
 /** The page's rows as format.ts renders them, built once: the same fragment every request. */
 const PAGE_RECORD = recordRow('p')
+
+/** A row of the page statement: RecordRow's columns, then `fits` ('t' or 'f') and `max_size`. */
+type Text = string | null
+type PageRow = [Text, Text, Text, Text, Text, Text, string, string]
+
+/** A shape's statement: its SQL text and which input fills each of its parameters. */
+interface PageStatement {
+  sql: string
+  inputs: (keyof PageInputs)[]
+}
+
+const statements = new Map<string, PageStatement>()
+
+function shapeOf(q: PageQuery): string {
+  const actions = q.actions && q.actions.size > 0 && q.actions.size < 3 ? [...q.actions].sort().join('+') : ''
+  return `${q.after ? 'a' : ''}|${q.modifiedAfter ? 'm' : ''}|${actions}|${q.externalIds ? 'i' : ''}`
+}
+
+function pageStatement(db: RowReader, q: PageQuery): PageStatement {
+  const shape = shapeOf(q)
+  let statement = statements.get(shape)
+  if (!statement) {
+    const compiled = pageQuery(q).compile(db.kysely)
+    statement = { sql: compiled.sql, inputs: compiled.parameters.map((p) => (p as Slot).input) }
+    statements.set(shape, statement)
+  }
+  return statement
+}
+
+function pageQuery(q: PageQuery): RawBuilder<unknown> {
+  const where = conditions(q)
+  const small = sql<boolean>`d.max_size * ${slot('fetch')} <= ${slot('maxBytes')}`
+  return sql`${sql.raw(PREPARED)}
+    WITH d AS (
+      SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size
+      FROM connections c
+      LEFT JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = ${slot('model')} AND ds.variant = ${slot('variant')}
+      WHERE c.environment_id = ${slot('environmentId')} AND c.provider_config_key = ${slot('providerConfigKey')}
+        AND c.connection_id = ${slot('connectionId')}
+    ),
+    p AS (
+      SELECT p.*, true AS fits, d.max_size
+      FROM d LEFT JOIN LATERAL (
+        SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
+        FROM records r
+        WHERE ${small} AND ${where}
+        ORDER BY r.last_modified_at, r.id
+        LIMIT ${slot('fetch')}
+      ) p ON true
+      WHERE ${small}
+      UNION ALL
+      SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at, p.last_modified_at,
+             p.deleted_at, p.pruned_at, p.fits, d.max_size
+      FROM d LEFT JOIN LATERAL (
+        SELECT w.*, w.running <= ${slot('maxBytes')} OR w.running = w.size_bytes AS fits
+        FROM (
+          SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at,
+                 r.size_bytes, sum(r.size_bytes) OVER (ORDER BY r.last_modified_at, r.id ROWS UNBOUNDED PRECEDING) AS running,
+                 row_number() OVER (ORDER BY r.last_modified_at, r.id) AS rn
+          FROM records r
+          WHERE NOT ${small} AND ${where}
+          ORDER BY r.last_modified_at, r.id
+          LIMIT ${slot('fetch')}
+        ) w
+        -- Every row whose predecessors all fit; the second always comes, since the first fits even when
+        -- it alone is over the budget.
+        WHERE w.running - w.size_bytes <= ${slot('maxBytes')} OR w.rn <= 2
+      ) p ON true
+      WHERE NOT ${small}
+    )
+    -- Text columns only: both drivers hand text to eachRow as it is.
+    SELECT ${PAGE_RECORD}, CASE WHEN p.fits THEN 't' ELSE 'f' END AS fits, p.max_size::text AS max_size FROM p`
+}
 
 /**
  * One page of a dataset in cursor order, rendered as its body, in one prepared statement: the
@@ -98,67 +199,32 @@ export async function readPage(
   target: PageTarget,
   q: PageQuery,
 ): Promise<Page | null> {
-  const where = conditions(target, q)
-  const fetch = q.limit + 1
-  const small = sql<boolean>`d.max_size * ${fetch} <= ${q.maxBytes}`
-  const query = sql`${sql.raw(PREPARED)}
-    WITH d AS (
-      SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size
-      FROM connections c
-      LEFT JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = ${target.model} AND ds.variant = ${target.variant}
-      WHERE c.environment_id = ${target.environmentId} AND c.provider_config_key = ${target.providerConfigKey}
-        AND c.connection_id = ${target.connectionId}
-    ),
-    p AS (
-      SELECT p.*, true AS fits, d.max_size
-      FROM d LEFT JOIN LATERAL (
-        SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
-        FROM records r
-        WHERE ${small} AND ${where}
-        ORDER BY r.last_modified_at, r.id
-        LIMIT ${fetch}
-      ) p ON true
-      WHERE ${small}
-      UNION ALL
-      SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at, p.last_modified_at,
-             p.deleted_at, p.pruned_at, p.fits, d.max_size
-      FROM d LEFT JOIN LATERAL (
-        SELECT w.*, w.running <= ${q.maxBytes} OR w.running = w.size_bytes AS fits
-        FROM (
-          SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at,
-                 r.size_bytes, sum(r.size_bytes) OVER (ORDER BY r.last_modified_at, r.id ROWS UNBOUNDED PRECEDING) AS running,
-                 row_number() OVER (ORDER BY r.last_modified_at, r.id) AS rn
-          FROM records r
-          WHERE NOT ${small} AND ${where}
-          ORDER BY r.last_modified_at, r.id
-          LIMIT ${fetch}
-        ) w
-        -- Every row whose predecessors all fit; the second always comes, since the first fits even when
-        -- it alone is over the budget.
-        WHERE w.running - w.size_bytes <= ${q.maxBytes} OR w.rn <= 2
-      ) p ON true
-      WHERE NOT ${small}
-    )
-    SELECT ${PAGE_RECORD}, p.fits, p.max_size FROM p`.compile(db.kysely)
+  const statement = pageStatement(db, q)
+  const inputs: PageInputs = {
+    ...target,
+    fetch: q.limit + 1,
+    maxBytes: q.maxBytes,
+    afterModifiedAt: q.after?.modifiedAt,
+    afterId: q.after?.id,
+    modifiedAfter: q.modifiedAfter,
+    externalIds: q.externalIds && [...q.externalIds],
+  }
+  const values = statement.inputs.map((input) => inputs[input])
 
   const page = new PageWriter(q.limit, sealer)
-  let maxRecordBytes: number | undefined
-  await db.eachRow(query, (row) => {
-    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, fits, maxSize] = row as [
-      string | null,
-      string | null,
-      string | null,
-      string | null,
-      string | null,
-      string | null,
-      boolean,
-      number,
-    ]
-    maxRecordBytes = maxSize
-    page.add({ json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt }, fits)
+  let maxRecordBytes: string | undefined
+  await db.eachRow(statement.sql, values, (row) => {
+    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, fits, maxSize] = row as PageRow
+    maxRecordBytes = maxSize!
+    page.add({ json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt }, fits === 't')
   })
   if (maxRecordBytes === undefined) return null
-  return { body: page.body(), count: page.count, hasMore: page.hasMore, maxRecordBytes }
+  return {
+    body: page.body(),
+    count: page.count,
+    hasMore: page.hasMore,
+    maxRecordBytes: Number(maxRecordBytes),
+  }
 }
 
 /**

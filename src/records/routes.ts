@@ -82,7 +82,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
   async function reservePage(
     target: PageTarget,
     limit: number,
-    closed: AbortSignal,
+    res: ServerResponse,
   ): Promise<{ held: Reservation; bytes: number } | null> {
     const recordBytes = hints.get(hintKey(target)) ?? (await largestRecordBytes(db.kysely, target))
     const bytes = Math.min(
@@ -90,7 +90,7 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
       memory.largest,
       Math.max(MIN_PAGE_RESERVATION, (limit + 1) * recordBytes),
     )
-    const held = await memory.reserve(bytes, closed)
+    const held = await memory.reserve(bytes, () => closedSignal(res))
     return held && { held, bytes }
   }
 
@@ -161,14 +161,13 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         variant: q.variant ?? BASE_VARIANT,
       }
       const limit = q.limit ?? 100
-      const closed = closedSignal(reply.raw)
-      const reserved = await reservePage(target, limit, closed)
+      const reserved = await reservePage(target, limit, reply.raw)
       if (!reserved) throw serverBusy(reply)
       const { held } = reserved
       // Held until the response has gone out or its socket closed (the idle timeout closes a
-      // socket whose client stopped reading), whichever comes first.
-      if (closed.aborted) held.release()
-      else closed.addEventListener('abort', held.release, { once: true })
+      // socket whose client stopped reading), whichever comes first: 'close' comes after either.
+      if (reply.raw.closed) held.release()
+      else reply.raw.once('close', held.release)
       try {
         const page = await readPage(db, sealer, target, {
           after,
@@ -234,8 +233,9 @@ const hintKey = (t: PageTarget) =>
   JSON.stringify([t.environmentId, t.providerConfigKey, t.connectionId, t.model, t.variant])
 
 /**
- * Aborts when the response is done or its socket has closed ('close' comes after either). With a
- * reason of our own: abort() without one builds a DOMException, stack trace included, per request.
+ * Aborts when the response is done or its socket has closed ('close' comes after either), for a
+ * page waiting for room. With a reason of our own: abort() without one builds a DOMException,
+ * stack trace included.
  */
 function closedSignal(res: ServerResponse): AbortSignal {
   const controller = new AbortController()

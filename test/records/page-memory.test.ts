@@ -5,7 +5,7 @@ import { PageMemory, RecordSizeHints } from '../../src/records/page-memory.ts'
 /** The page memory budget of src/records/page-memory.ts, alone: no server, no database. */
 
 const MB = 1024 * 1024
-const open = () => new AbortController().signal
+const open = () => () => new AbortController().signal
 
 describe('PageMemory', () => {
   it('lets large pages take the budget only down to the headroom kept for small ones', async () => {
@@ -41,7 +41,7 @@ describe('PageMemory', () => {
     const memory = new PageMemory(4 * MB, 5000)
     const first = (await memory.reserve(3 * MB, open()))!
     const gone = new AbortController()
-    const waiting = memory.reserve(3 * MB, gone.signal)
+    const waiting = memory.reserve(3 * MB, () => gone.signal)
     gone.abort()
     expect(await waiting).toBeNull()
 
