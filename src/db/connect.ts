@@ -175,9 +175,9 @@ interface RowClient extends pg.PoolClient {
 
 /**
  * A statement whose rows go to `onRow` as the text the protocol carries, one by one: pg's own
- * Query would run each value through its type parser and emit a 'row' event holding a Result.
- * pg hands a statement (a Submittable) each DataRow message; the rest (prepare, bind, errors,
- * 'end') is pg.Query's.
+ * Query would look up a type parser per column, run each value through it and emit a 'row' event
+ * holding a Result. pg hands a statement (a Submittable) each RowDescription and DataRow message;
+ * the rest (prepare, bind, errors, 'end') is pg.Query's.
  */
 class RowStatement extends pg.Query {
   thrown: { error: unknown } | undefined
@@ -188,6 +188,9 @@ class RowStatement extends pg.Query {
   ) {
     super(config)
   }
+
+  /** The columns' types: nothing to look up, the values are handed over as text. */
+  handleRowDescription(): void {}
 
   handleDataRow(message: { fields: (string | null)[] }): void {
     if (this.thrown) return
