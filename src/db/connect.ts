@@ -176,8 +176,9 @@ interface RowClient extends pg.PoolClient {
 /**
  * A statement whose rows go to `onRow` as the text the protocol carries, one by one: pg's own
  * Query would look up a type parser per column, run each value through it and emit a 'row' event
- * holding a Result. pg hands a statement (a Submittable) each RowDescription and DataRow message;
- * the rest (prepare, bind, errors, 'end') is pg.Query's.
+ * holding a Result, then parse the command tag. pg hands a statement (a Submittable) each
+ * RowDescription, DataRow and CommandComplete message; the rest (prepare, bind, errors, 'end') is
+ * pg.Query's.
  */
 class RowStatement extends pg.Query {
   thrown: { error: unknown } | undefined
@@ -191,6 +192,9 @@ class RowStatement extends pg.Query {
 
   /** The columns' types: nothing to look up, the values are handed over as text. */
   handleRowDescription(): void {}
+
+  /** The command tag (`SELECT 101`): nobody reads the row count it carries. */
+  handleCommandComplete(): void {}
 
   handleDataRow(message: { fields: (string | null)[] }): void {
     if (this.thrown) return
