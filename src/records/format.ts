@@ -52,6 +52,8 @@ const COMMA = 0x2c
 /** Records are written into chunks of this size, kept for the next page once the body is joined. */
 const CHUNK_BYTES = 64 * 1024
 const SPARE_CHUNKS = 64
+/** Records of at most this many UTF-16 units are written without measuring their UTF-8 size first. */
+const SMALL_RECORD_UNITS = CHUNK_BYTES / 16
 const spare: Buffer[] = []
 
 const BASE64 = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')
@@ -132,8 +134,10 @@ export class PageWriter {
     const meta = this.metaFor(row)
     const cursor = this.cursorStart + row.id
     // A comma before it, its closing brace dropped (RECORD_END closes it); meta and the cursor are ASCII.
-    const size = Buffer.byteLength(json) + meta.length + base64Length(cursor.length) + RECORD_END.length
-    const chunk = this.room(size)
+    // A small record asks for room for its worst case (3 bytes a UTF-16 unit) rather than being
+    // measured: measuring reads the whole text once more.
+    const jsonBytes = json.length <= SMALL_RECORD_UNITS ? json.length * 3 : Buffer.byteLength(json)
+    const chunk = this.room(1 + jsonBytes + meta.length + base64Length(cursor.length) + RECORD_END.length)
     let at = this.at
     if (this.count > 0) chunk[at++] = COMMA
     at += chunk.write(json, at, 'utf8') - 1
