@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { expireRuns, heartbeat } from '../../src/runs/lease.ts'
 import { RUN_TRANSITIONS } from '../../src/runs/states.ts'
-import { claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
+import { claimDueRuns, requestRun } from '../../src/scheduler/run-queue.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 import { createSyncFixture, endRun, runRows } from '../scheduler/fixtures.ts'
 
@@ -22,7 +22,7 @@ const LIMITS = { heartbeatTimeoutMs: 60_000, maxRunMs: 3_600_000 }
 async function startedRun() {
   const sync = await createSyncFixture(db, { state: 'PAUSED' })
   const id = await requestRun(db, { ...sync, reason: 'trigger' })
-  const claimed = await claimRuns(db, 'test-owner', 100)
+  const claimed = await claimDueRuns(db, 'test-owner', 100)
   const run = claimed.find((r) => r.id === id)
   expect(run).toBeDefined()
   return { sync, run: run! }

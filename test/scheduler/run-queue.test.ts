@@ -2,8 +2,8 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Queryable } from '../../src/db/database.ts'
-import { claimDueRuns, claimRuns, requestRun } from '../../src/scheduler/run-queue.ts'
-import { materializeDueRuns, setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
+import { claimDueRuns, requestRun } from '../../src/scheduler/run-queue.ts'
+import { setScheduleFrequency, setScheduleState } from '../../src/scheduler/schedules.ts'
 import { SCHEDULE_TRANSITIONS, scheduleStatesLeadingTo } from '../../src/scheduler/states.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
 import {
@@ -13,12 +13,13 @@ import {
   gridPosition,
   runRows,
   scheduleRow,
+  type SyncFixture,
 } from './fixtures.ts'
 
 /**
  * The scheduler's tables and their compare-and-set transitions, straight on the stores (no HTTP):
- * asking for runs, claiming them, and schedules turning into runs. A claimed run's own life is
- * test/runs/lease.test.ts.
+ * asking for runs, and the dispatcher's claim (claimDueRuns) starting them and due schedules. A
+ * claimed run's own life is test/runs/lease.test.ts.
  */
 
 let database: TestDatabase
@@ -33,7 +34,7 @@ afterAll(() => database.destroy())
 async function startedRun() {
   const sync = await createSyncFixture(db, { state: 'PAUSED' })
   const id = await requestRun(db, { ...sync, reason: 'trigger' })
-  const claimed = await claimRuns(db, 'test-owner', 100)
+  const claimed = await claimDueRuns(db, 'test-owner', 100)
   const run = claimed.find((r) => r.id === id)
   expect(run).toBeDefined()
   return { sync, run: run! }
@@ -61,7 +62,7 @@ describe('run queue', () => {
     expect(rows[0]).toMatchObject({ state: 'CREATED', reset: true, empty_cache: true })
   })
 
-  it('claimRuns takes a waiting run once, and skips a sync whose run is executing', async () => {
+  it('claimDueRuns takes a waiting run once, and skips a sync whose run is executing', async () => {
     const { sync, run } = await startedRun()
     expect(run).toMatchObject({ syncId: sync.syncId, reason: 'trigger', reset: false })
     expect(run.lease).toMatch(/^[0-9a-f-]{36}$/)
@@ -69,9 +70,13 @@ describe('run queue', () => {
     expect(row).toMatchObject({ state: 'STARTED', owner: 'test-owner', lease: run.lease })
     // A follow-up waits while the first run executes: it is not claimed.
     const followUp = await requestRun(db, { ...sync, reason: 'trigger' })
-    expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).not.toContain(followUp)
+    expect((await claimDueRuns(db, 'other', 100)).map((r) => r.id)).not.toContain(followUp)
+    expect((await runRows(db, sync.syncId)).map((r) => r.state)).toEqual(['STARTED', 'CREATED'])
     expect(await endRun(db, run, { state: 'SUCCEEDED' })).toBe(true)
-    expect((await claimRuns(db, 'other', 100)).map((r) => r.id)).toContain(followUp)
+    const [next] = (await claimDueRuns(db, 'other', 100)).filter((r) => r.syncId === sync.syncId)
+    expect(next).toMatchObject({ id: followUp, reason: 'trigger' })
+    expect(next!.lease).not.toBe(run.lease)
+    expect((await claimDueRuns(db, 'other', 100)).map((r) => r.syncId)).not.toContain(sync.syncId)
   })
 
   it('the database allows one executing and one waiting run per sync', async () => {
@@ -87,52 +92,72 @@ describe('run queue', () => {
   })
 
   it.runIf(testDatabaseKind === 'postgres')(
-    'claimRuns in concurrent transactions never claims the same run',
+    'claimDueRuns in concurrent transactions never claims the same run nor starts a schedule twice',
     async () => {
-      const syncs: Awaited<ReturnType<typeof createSyncFixture>>[] = []
-      for (let i = 0; i < 12; i++) syncs.push(await createSyncFixture(db, { state: 'PAUSED' }))
-      const mine = new Set(syncs.map((s) => s.syncId))
-      // Only these syncs' runs count (and no other test's waiting run may take a place in A's limit).
+      const waiting: SyncFixture[] = []
+      for (let i = 0; i < 12; i++) waiting.push(await createSyncFixture(db, { state: 'PAUSED' }))
+      // Only these syncs count (no other test's waiting run or due schedule may take a place in A's limit).
       await sql`UPDATE runs SET state = 'CANCELLED' WHERE state = 'CREATED'`.execute(db)
+      await sql`UPDATE schedules SET state = 'PAUSED' WHERE state = 'STARTED'`.execute(db)
+      const mine = new Set(waiting.map((s) => s.syncId))
       const claim = (trx: Queryable, limit: number) =>
-        claimRuns(trx, 'c', limit).then((runs) => runs.filter((r) => mine.has(r.syncId)).map((r) => r.id))
-      for (const sync of syncs) await requestRun(db, { ...sync, reason: 'trigger' })
+        claimDueRuns(trx, 'c', limit).then((runs) => runs.filter((r) => mine.has(r.syncId)))
+      for (const sync of waiting) await requestRun(db, { ...sync, reason: 'trigger' })
 
       // Transaction A holds its claim open while B claims on another connection: B skips A's rows.
       let a: number[] = []
       let b: number[] = []
       await db.transaction().execute(async (trxA) => {
-        a = await claim(trxA, 5)
-        b = await db.transaction().execute((trxB) => claim(trxB, 100))
+        a = (await claim(trxA, 5)).map((r) => r.id)
+        b = await db.transaction().execute(async (trxB) => (await claim(trxB, 100)).map((r) => r.id))
       })
       expect(a).toHaveLength(5)
       expect(b).toHaveLength(7)
       expect(a.filter((id) => b.includes(id))).toEqual([])
 
-      // And a burst of claimers at once, each in its own transaction.
-      for (const sync of syncs) {
+      // And a burst of claimers at once, each in its own transaction, over waiting runs and due
+      // schedules (started syncs, due at once, with nothing waiting).
+      for (const sync of waiting) {
         await sql`UPDATE runs SET state = 'SUCCEEDED' WHERE sync_id = ${sync.syncId} AND state = 'STARTED'`.execute(
           db,
         )
         await requestRun(db, { ...sync, reason: 'trigger' })
       }
+      const scheduled: SyncFixture[] = []
+      for (let i = 0; i < 6; i++) scheduled.push(await createSyncFixture(db))
+      for (const sync of scheduled) mine.add(sync.syncId)
       const claims = await Promise.all(
         Array.from({ length: 6 }, () => db.transaction().execute((trx) => claim(trx, 4))),
       )
       const all = claims.flat()
-      expect(new Set(all).size).toBe(all.length)
-      expect(all.length).toBeLessThanOrEqual(12)
+      expect(new Set(all.map((r) => r.id)).size).toBe(all.length)
+      expect(all.length).toBeLessThanOrEqual(18)
+      // What a claimer skipped (locked by another) is still there for the next claim: then every
+      // waiting run is started, and every due schedule has become exactly one run.
+      await claim(db, 100)
+      for (const sync of waiting) {
+        expect((await runRows(db, sync.syncId)).map((r) => r.state)).toEqual(['SUCCEEDED', 'STARTED'])
+      }
+      for (const sync of scheduled) {
+        expect(await runRows(db, sync.syncId)).toMatchObject([{ state: 'STARTED', reason: 'schedule' }])
+        expect(await gridPosition(db, sync.syncId)).toMatchObject({ k: 1, onGrid: true, afterNow: true })
+      }
     },
   )
 })
 
 describe('schedules', () => {
-  it('materializeDueRuns turns a due schedule into one run and moves it to the next grid point', async () => {
+  it('claimDueRuns starts a due schedule as one run and moves it to the next grid point', async () => {
     const sync = await createSyncFixture(db)
-    expect(await materializeDueRuns(db, 1000)).toBeGreaterThanOrEqual(1)
-    expect(await runRows(db, sync.syncId)).toMatchObject([{ state: 'CREATED', reason: 'schedule' }])
+    const [run] = (await claimDueRuns(db, 'test-owner', 1000)).filter((r) => r.syncId === sync.syncId)
+    expect(run).toMatchObject({ reason: 'schedule' })
+    expect(await runRows(db, sync.syncId)).toMatchObject([
+      { id: run!.id, state: 'STARTED', reason: 'schedule' },
+    ])
     expect(await gridPosition(db, sync.syncId)).toMatchObject({ k: 1, onGrid: true, afterNow: true })
-    expect(await materializeDueRuns(db, 1000)).toBe(0)
+    // Its run ended, the sync is idle: still nothing until the next grid point.
+    expect(await endRun(db, run!, { state: 'SUCCEEDED' })).toBe(true)
+    expect((await claimDueRuns(db, 'test-owner', 1000)).map((r) => r.syncId)).not.toContain(sync.syncId)
     expect(await runRows(db, sync.syncId)).toHaveLength(1)
   })
 
@@ -140,27 +165,31 @@ describe('schedules', () => {
     const sync = await createSyncFixture(db)
     // Created 10.5 periods ago and due since: ten slots were missed.
     await backdateSchedule(db, sync.syncId, 10 * 60_000 + 30_000)
-    await materializeDueRuns(db, 1000)
+    await claimDueRuns(db, 'test-owner', 1000)
     expect(await runRows(db, sync.syncId)).toHaveLength(1)
     const position = await gridPosition(db, sync.syncId)
     expect(position).toMatchObject({ onGrid: true, afterNow: true, withinPeriod: true })
     expect(position.k).toBeGreaterThanOrEqual(11)
   })
 
-  it('a due schedule whose sync has a run waiting or executing skips the slot', async () => {
+  it('a due schedule whose sync has a run executing, or one waiting behind it, skips the slot', async () => {
+    // A waiting run of an idle sync is started by the same claim instead: see claimDueRuns below.
     const executing = await startedRun()
-    const waiting = await createSyncFixture(db, { state: 'PAUSED' })
-    await requestRun(db, { ...waiting, reason: 'trigger', reset: true })
-    for (const { syncId } of [executing.sync, waiting]) {
+    const waiting = await startedRun()
+    await requestRun(db, { ...waiting.sync, reason: 'trigger', reset: true })
+    for (const { syncId } of [executing.sync, waiting.sync]) {
       await setScheduleState(db, [syncId], 'STARTED')
       await backdateSchedule(db, syncId, 90_000)
     }
-    await materializeDueRuns(db, 1000)
+    const claimed = (await claimDueRuns(db, 'test-owner', 1000)).map((r) => r.syncId)
+    expect(claimed).not.toContain(executing.sync.syncId)
+    expect(claimed).not.toContain(waiting.sync.syncId)
     expect((await runRows(db, executing.sync.syncId)).map((r) => r.state)).toEqual(['STARTED'])
-    expect(await runRows(db, waiting.syncId)).toMatchObject([
+    expect(await runRows(db, waiting.sync.syncId)).toMatchObject([
+      { state: 'STARTED' },
       { state: 'CREATED', reason: 'trigger', reset: true },
     ])
-    for (const { syncId } of [executing.sync, waiting]) {
+    for (const { syncId } of [executing.sync, waiting.sync]) {
       expect(await gridPosition(db, syncId)).toMatchObject({ onGrid: true, afterNow: true })
     }
   })
@@ -170,7 +199,7 @@ describe('schedules', () => {
     const deleted = await createSyncFixture(db)
     await setScheduleState(db, [deleted.syncId], 'DELETED')
     for (const { syncId } of [paused, deleted]) await backdateSchedule(db, syncId, 5 * 60_000)
-    await materializeDueRuns(db, 1000)
+    await claimDueRuns(db, 'test-owner', 1000)
     expect(await runRows(db, paused.syncId)).toEqual([])
     expect(await runRows(db, deleted.syncId)).toEqual([])
   })

@@ -6,7 +6,6 @@ import { Nango } from '@nangohq/node'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { materializeDueRuns } from '../../src/scheduler/schedules.ts'
 import {
   api,
   runsOf,
@@ -237,7 +236,12 @@ describe('pause and start', () => {
     await sql`UPDATE schedules SET next_due_at = now() - interval '1 hour' WHERE sync_id = ${status!.id}`.execute(
       db(),
     )
-    await materializeDueRuns(db(), 1000)
+    // The server's dispatcher takes due schedules oldest first: once c2's slot, due after c1's,
+    // has run, a claim has passed c1's.
+    const c2 = (await syncStatusOf(t, 'crm', 'c2', 'contacts'))!.id
+    await withNewRuns(t, [contacts('c2')], () =>
+      sql`UPDATE schedules SET next_due_at = now() WHERE sync_id = ${c2}`.execute(db()),
+    )
     expect(await runsOf(t, contacts('c1'))).toHaveLength(before)
   })
 
