@@ -86,25 +86,10 @@ const toClaimedRun = (r: ClaimedRow): ClaimedRun => ({
 })
 
 /**
- * Claims up to `limit` waiting runs that are due (waitingCandidates). Planned on every call, not a
- * prepared statement: a connection keeps a prepared statement's generic plan until runs'
- * statistics change, and one made while runs was empty (a new database, until autovacuum next
- * analyzes it) scans all of runs for every candidate. At 100,000 due schedules, 20,000 runs in,
- * this claim then took 30 ms and materializing 48-66 ms, where planned each time they take 4-5 ms
- * (0.5 ms of it planning): dispatch fell from 700 runs/s to 255 within 20 s.
- */
-export async function claimRuns(db: Queryable, owner: string, limit: number): Promise<ClaimedRun[]> {
-  const { rows } = await sql<ClaimedRow>`
-    WITH ${waitingCandidates(limit)}
-    ${startCandidates(owner)}`.execute(db)
-  return rows.map(toClaimedRun)
-}
-
-/**
- * What the dispatcher claims, in one statement: up to `limit` waiting runs (claimRuns), then, with
- * the room left, due schedules, each started as a run of its slot (due at the slot's time, so start
- * delay stays measurable) and moved to its next slot (takeDueSchedules). A schedule whose sync has
- * a run waiting or executing skips the slot. Started directly, a scheduled run is written twice
+ * What the dispatcher claims, in one statement: up to `limit` waiting runs (waitingCandidates),
+ * then, with the room left, due schedules, each started as a run of its slot (due at the slot's
+ * time, so start delay stays measurable) and moved to its next slot (takeDueSchedules). A schedule
+ * whose sync has a run waiting or executing skips the slot. Started directly, a scheduled run is written twice
  * (inserted, ended) instead of three times, with no entry in runs_claim_idx, and the claim is one
  * statement and one commit instead of four round trips: with 100,000 schedules due, the dispatcher
  * started 1.31-1.90x the runs a second it did materializing then claiming in a transaction (three
@@ -114,6 +99,13 @@ export async function claimRuns(db: Queryable, owner: string, limit: number): Pr
  * Another instance may start a sync from its schedule while this one starts the same sync's
  * waiting run (a trigger that committed in between): then this statement fails with 23505 on
  * runs_one_started_idx and changes nothing, and claiming again skips that sync.
+ *
+ * Planned on every call, not a prepared statement: a connection keeps a prepared statement's
+ * generic plan until runs' statistics change, and one made while runs was empty (a new database,
+ * until autovacuum next analyzes it) scans all of runs for every candidate. At 100,000 due
+ * schedules, 20,000 runs in, claiming waiting runs then took 30 ms and making due schedules into
+ * runs 48-66 ms, where planned each time they took 4-5 ms (0.5 ms of it planning): dispatch fell
+ * from 700 runs/s to 255 within 20 s.
  */
 export async function claimDueRuns(db: Queryable, owner: string, limit: number): Promise<ClaimedRun[]> {
   const { rows } = await sql<ClaimedRow>`

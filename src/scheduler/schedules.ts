@@ -64,11 +64,11 @@ export async function setScheduleFrequency(
 }
 
 /**
- * The head of a statement that makes due schedules into runs: `due`, up to `limit` started
- * schedules past their due time, oldest first, taken with FOR UPDATE SKIP LOCKED (so every instance
- * can take them at once), and `advanced`, which moves each to its next slot. The statement inserts
- * the runs from `due` where DUE_SYNC_IDLE holds; a schedule whose sync already has a run waiting or
- * executing skips the slot.
+ * The head of the statement that makes due schedules into runs (claimDueRuns in run-queue.ts):
+ * `due`, up to `limit` started schedules past their due time, oldest first, taken with FOR UPDATE
+ * SKIP LOCKED (so every instance can take them at once), and `advanced`, which moves each to its
+ * next slot. The statement inserts the runs from `due` where DUE_SYNC_IDLE holds; a schedule whose
+ * sync already has a run waiting or executing skips the slot.
  */
 export const takeDueSchedules = (limit: number | RawBuilder<number>) => sql`
     due AS (
@@ -83,24 +83,6 @@ export const takeDueSchedules = (limit: number | RawBuilder<number>) => sql`
 
 export const DUE_SYNC_IDLE = sql`NOT EXISTS (
   SELECT 1 FROM runs r WHERE r.sync_id = due.sync_id AND r.state IN ('CREATED', 'STARTED'))`
-
-/**
- * Turns due schedules into waiting runs (due at their slot's time, so start delay is measurable),
- * advancing each to its next slot (takeDueSchedules). Returns how many runs were created. The
- * dispatcher no longer calls it: it starts due schedules as runs directly (claimDueRuns in
- * run-queue.ts); bench:scale's claim and the tests of the slot rules still do. Planned on every
- * call, like claimRuns (run-queue.ts says why): its check for a run of the sync reads runs.
- */
-export async function materializeDueRuns(db: Queryable, limit: number): Promise<number> {
-  const { rows } = await sql<{ id: number }>`
-    WITH ${takeDueSchedules(limit)}
-    INSERT INTO runs (sync_id, connection_pk, state, reason, due_at)
-    SELECT due.sync_id, due.connection_pk, 'CREATED', 'schedule', due.next_due_at FROM due
-    WHERE ${DUE_SYNC_IDLE}
-    ON CONFLICT DO NOTHING
-    RETURNING id`.execute(db)
-  return rows.length
-}
 
 /**
  * Syncs whose run is due and not started (GET /metrics): a started schedule past its due time
