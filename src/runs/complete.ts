@@ -18,7 +18,7 @@ export interface RunEnded {
  * while it recorded the previous ones together). Returns the runs it ended, by id; a late report
  * (the run expired or was cancelled meanwhile) is not among them and changed nothing. The statement
  * is planned on every call, not prepared: a generic plan made while runs was empty would scan all
- * of runs to find the ones ending (see claimRuns in scheduler/run-queue.ts).
+ * of runs to find the ones ending (see claimDueRuns in scheduler/run-queue.ts).
  */
 export async function completeRuns(
   trx: Transaction<Database>,
