@@ -330,3 +330,33 @@ describe('batchSave refuses a bad record and writes nothing from the batch', () 
     expect(result.added).toEqual(['deep'])
   })
 })
+
+describe('records go with their dataset (migrations/0014: a trigger, not a foreign key)', () => {
+  const count = async (connectionPk: number, model?: string) =>
+    (
+      await sql<{ n: number }>`SELECT count(*)::int AS n FROM records
+        WHERE connection_pk = ${connectionPk} AND (${model ?? null}::text IS NULL OR model = ${model ?? null})`.execute(
+        db(),
+      )
+    ).rows[0]!.n
+
+  it('deleting a dataset deletes its records and no others; deleting the connection deletes the rest', async () => {
+    const { ds } = await newDataset()
+    const other: Dataset = { ...ds, model: 'Deal' }
+    await batchSave(db(), sealer, ds, [{ id: 'a' }, { id: 'b' }, { id: 'c' }])
+    await batchSave(db(), sealer, other, [{ id: 'x' }, { id: 'y' }])
+    expect(await count(ds.connectionPk)).toBe(5)
+
+    await db()
+      .deleteFrom('datasets')
+      .where('connection_pk', '=', ds.connectionPk)
+      .where('model', '=', MODEL)
+      .execute()
+    expect(await count(ds.connectionPk, MODEL)).toBe(0)
+    expect(await count(ds.connectionPk, 'Deal')).toBe(2)
+
+    // connections -> datasets is a cascading key; the trigger runs for the cascaded delete too.
+    await db().deleteFrom('connections').where('id', '=', ds.connectionPk).execute()
+    expect(await count(ds.connectionPk)).toBe(0)
+  })
+})
