@@ -131,7 +131,9 @@ function pageStatement(db: RowReader, q: PageQuery): PageStatement {
 
 function pageQuery(q: PageQuery): RawBuilder<unknown> {
   const where = conditions(q)
-  const small = sql<boolean>`d.max_size * ${slot('fetch')} <= ${slot('maxBytes')}`
+  // bigint: a dataset's largest record times the rows fetched passes 2^31 from 2 MiB records at
+  // limit 1000, and Postgres would refuse an integer product (22003) rather than page.
+  const small = sql<boolean>`d.max_size::bigint * ${slot('fetch')} <= ${slot('maxBytes')}`
   return sql`${sql.raw(PREPARED)}
     WITH d AS (
       SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size

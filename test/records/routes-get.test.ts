@@ -351,3 +351,13 @@ describe('byte budget (SYNCSTORE_MAX_PAGE_BYTES=5000)', () => {
     expect((await pageAll('model=Big&limit=1', fetchSmall)).map(idsOf)).toEqual(ids.map((id) => [id]))
   })
 })
+
+describe('a dataset holding a record over 2 MiB', () => {
+  it('pages at limit 1000 (its size times the rows fetched is past 2^31)', async () => {
+    const huge = 'x'.repeat(2_200_000)
+    await save('Huge', [{ id: 'h0' }, { id: 'h1', huge }, { id: 'h2' }])
+    const pages = await pageAll('model=Huge&limit=1000')
+    expect(pages.flatMap(idsOf)).toEqual(['h0', 'h1', 'h2'])
+    expect(pages.flatMap((p) => p.records).find((r) => r.id === 'h1')!.huge).toBe(huge)
+  })
+})
