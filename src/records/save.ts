@@ -25,11 +25,11 @@ export async function batchSave(
 }
 
 /** Validates a batch and prepares what is stored, outside any transaction; throws RecordError. */
-export function prepareRecords(records: readonly unknown[], sealer: Sealer): PreparedRecord[] {
+function prepareRecords(records: readonly unknown[], sealer: Sealer): PreparedRecord[] {
   return records.map((record, index) => prepareRecord(record, index, sealer))
 }
 
-/** batchSave of records prepareRecords has checked. */
+/** batchSave of records prepareRecord has checked (the import checks its own, see import.ts). */
 export async function savePrepared(
   trx: Transaction<Database>,
   sealer: Sealer,

@@ -9,7 +9,7 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer } from '../../src/crypto.ts'
 import { findEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT, recordCount } from '../../src/records/datasets.ts'
-import { IMPORT_BATCH_SIZE } from '../../src/records/import.ts'
+import { IMPORT_BATCH_BYTES, IMPORT_BATCH_SIZE } from '../../src/records/import.ts'
 import { readPage } from '../../src/records/read.ts'
 import { createProcessDatabase, type ProcessDatabase } from '../helpers/database.ts'
 import { killAll, runCli } from '../helpers/process.ts'
@@ -39,7 +39,7 @@ afterAll(async () => {
 const cli = (...args: string[]) => runCli(['records', 'import', ...args], database.env)
 
 /** A connection of its own for each test, so no test sees another's records; made in one go. */
-const CONNECTIONS = ['batches', 'broken', 'blanks', 'variant', 'missing', 'usage'] as const
+const CONNECTIONS = ['batches', 'large', 'broken', 'blanks', 'variant', 'missing', 'usage'] as const
 const conn = {} as Record<(typeof CONNECTIONS)[number], string>
 
 async function createConnections(): Promise<void> {
@@ -102,55 +102,75 @@ const target = (connectionId: string) => [
 
 // One process at a time: on the embedded database they share its lock.
 describe('syncstore records import', { timeout: 240_000 }, () => {
-  it('imports a 2,500-line file in batches, and a re-import reports everything unchanged', async () => {
-    expect(IMPORT_BATCH_SIZE).toBe(1000)
+  it('imports a 5,000-line file in batches of 2,000, and a re-import reports everything unchanged', async () => {
+    expect(IMPORT_BATCH_SIZE).toBe(2000)
     const connectionId = conn.batches
-    const file = await writeNdjson('contacts.ndjson', numbered(2500))
+    const file = await writeNdjson('contacts.ndjson', numbered(5000))
 
     const first = await cli(...target(connectionId), '--model', MODEL, file)
     expect(first.code, first.stderr).toBe(0)
     expect(first.stdout).toBe('')
     expect(first.stderr).toContain(
-      `Imported 2500 records into ${MODEL} (base): 2500 added, 0 updated, 0 unchanged.`,
+      `Imported 5000 records into ${MODEL} (base): 5000 added, 0 updated, 0 unchanged.`,
     )
 
     const after = await stored(connectionId)
-    expect(after.records).toHaveLength(2500)
-    expect(after.count).toBe(2500)
-    expect(after.ids).toEqual(new Set(Array.from({ length: 2500 }, (_, i) => `r${i + 1}`)))
+    expect(after.records).toHaveLength(5000)
+    expect(after.count).toBe(5000)
+    expect(after.ids).toEqual(new Set(Array.from({ length: 5000 }, (_, i) => `r${i + 1}`)))
     const r1234 = after.records.find((r) => r.externalId === 'r1234')!
     expect(r1234.fields).toEqual({ id: 'r1234', n: 1234, name: 'Contact 1234', tags: ['import'] })
     // Three batches, three timestamps, in file order.
     const stamps = [...new Set(after.records.map((r) => r.lastModifiedAt))]
     expect(stamps).toHaveLength(3)
     expect(after.records[0]!.externalId).toBe('r1')
-    expect(after.records[2499]!.externalId).toBe('r2500')
+    expect(after.records[4999]!.externalId).toBe('r5000')
 
     const again = await cli(...target(connectionId), '--model', MODEL, file)
     expect(again.code, again.stderr).toBe(0)
     expect(again.stderr).toContain(
-      'Imported 2500 records into Contact (base): 0 added, 0 updated, 2500 unchanged.',
+      'Imported 5000 records into Contact (base): 0 added, 0 updated, 5000 unchanged.',
     )
     const reimported = await stored(connectionId)
     expect(reimported.records.map((r) => [r.externalId, r.lastModifiedAt])).toEqual(
       after.records.map((r) => [r.externalId, r.lastModifiedAt]),
     )
-    expect(reimported.count).toBe(2500)
+    expect(reimported.count).toBe(5000)
+  })
+
+  it('cuts a batch of large records at IMPORT_BATCH_BYTES of JSON, however few they are', async () => {
+    const connectionId = conn.large
+    // 12 records of about 512 KiB: each batch closes at the record that reaches 2 MiB, the 4th.
+    const big = 'x'.repeat(IMPORT_BATCH_BYTES / 4)
+    const lines = Array.from({ length: 12 }, (_, i) => JSON.stringify({ id: `big${i + 1}`, big }))
+    expect(lines[0]!.length).toBeGreaterThan(IMPORT_BATCH_BYTES / 4)
+    const file = await writeNdjson('large.ndjson', lines)
+
+    const result = await cli(...target(connectionId), '--model', MODEL, file)
+    expect(result.code, result.stderr).toBe(0)
+    expect(result.stderr).toContain('Imported 12 records into Contact (base): 12 added')
+    const after = await stored(connectionId)
+    expect(after.records.map((r) => r.externalId)).toEqual(lines.map((_, i) => `big${i + 1}`))
+    // Three batches of four, three timestamps.
+    const stamps = after.records.map((r) => r.lastModifiedAt)
+    expect(new Set(stamps).size).toBe(3)
+    expect(stamps.slice(0, 4).every((s) => s === stamps[0])).toBe(true)
+    expect(stamps[4]).not.toBe(stamps[3])
   })
 
   it('stops at a bad line with its number and the file name, keeping earlier batches and nothing of its own', async () => {
     const connectionId = conn.broken
-    const lines = numbered(2500)
-    lines[1799] = '{"id": "r1800", "name": "broken'
-    const file = await writeNdjson('broken-at-1800.ndjson', lines)
+    const lines = numbered(5000)
+    lines[3599] = '{"id": "r3600", "name": "broken'
+    const file = await writeNdjson('broken-at-3600.ndjson', lines)
 
     const result = await cli(...target(connectionId), '--model', MODEL, file)
-    const message = expectOneLineError(result, 1, /\bline 1800\b/)
-    expect(message).toContain('broken-at-1800.ndjson')
+    const message = expectOneLineError(result, 1, /\bline 3600\b/)
+    expect(message).toContain('broken-at-3600.ndjson')
 
     const after = await stored(connectionId)
-    expect(after.ids).toEqual(new Set(Array.from({ length: 1000 }, (_, i) => `r${i + 1}`)))
-    expect(after.count).toBe(1000)
+    expect(after.ids).toEqual(new Set(Array.from({ length: 2000 }, (_, i) => `r${i + 1}`)))
+    expect(after.count).toBe(2000)
   })
 
   it('counts blank lines in line numbers but skips them, and refuses an invalid record by its line', async () => {
