@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url'
 import { Ajv, type ErrorObject } from 'ajv'
 import { type Static, type TSchema, Type } from 'typebox'
 
+import { PACKAGE_ROOT } from './paths.ts'
+
 /**
  * Everything the process reads from its environment, parsed once. Modules receive this object;
  * they never read `process.env` themselves.
@@ -261,7 +263,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
     metricsPort,
     database,
     integrationsDirs: [
-      ...(exampleIntegrations ? [fileURLToPath(new URL('../examples/integrations', import.meta.url))] : []),
+      ...(exampleIntegrations ? [fileURLToPath(new URL('examples/integrations', PACKAGE_ROOT))] : []),
       path.resolve(cwd, env.SYNCSTORE_INTEGRATIONS_DIR ?? 'integrations'),
     ],
     exampleIntegrations,

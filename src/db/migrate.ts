@@ -4,9 +4,10 @@ import { postgreSplitterOptions, splitQuery } from 'dbgate-query-splitter'
 import { type Kysely, sql } from 'kysely'
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration'
 
+import { PACKAGE_ROOT } from '../paths.ts'
 import type { Database } from './database.ts'
 
-const MIGRATIONS_DIR = new URL('../../migrations/', import.meta.url)
+const MIGRATIONS_DIR = new URL('migrations/', PACKAGE_ROOT)
 
 /**
  * Forward-only migrations: `migrations/NNNN_name.sql`, applied in name order. Kysely's Migrator

@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads'
 
 import { Ajv } from 'ajv'
 
+import { ownModule, WORKER_ENTRY } from '../paths.ts'
 import {
   type CheckedDefinition,
   checkDefinition,
@@ -244,11 +245,11 @@ const BUNDLES_PER_LOADER = 200
 
 function loadFiles(files: string[]): Promise<LoadResult[]> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('../runtime/worker-entry.js', import.meta.url), {
+    const worker = new Worker(WORKER_ENTRY, {
       // The task is `.ts` run from the sources, `.js` compiled into dist/; either way the worker loads
       // the team's TypeScript files.
       workerData: {
-        task: new URL(`./load.worker${path.extname(import.meta.url)}`, import.meta.url).href,
+        task: ownModule('deployments/load.worker').href,
         files,
         typescript: true,
       },

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import type { Logger } from '../logger.ts'
+import { ownModule, WORKER_ENTRY } from '../paths.ts'
 import {
   answerCall,
   type CallError,
@@ -53,9 +54,8 @@ function callError(err: Error & { status?: unknown; response?: ProxyResponse }):
 /** A worker that has imported this many bundles is replaced after its run, to free them. */
 const MODULES_PER_WORKER = 64
 
-const ENTRY = new URL('./worker-entry.js', import.meta.url)
 // `.ts` run from the sources, `.js` compiled into dist/ (bin/syncstore.js picks).
-const TASK = new URL(`./sync.worker${path.extname(import.meta.url)}`, import.meta.url).href
+const TASK = ownModule('runtime/sync.worker').href
 
 /**
  * Worker threads for sync functions. A worker that finished a run cleanly is reused; one whose
@@ -77,7 +77,7 @@ export class WorkerPool {
   }
 
   private spawn(): PooledWorker {
-    const worker = new Worker(ENTRY, {
+    const worker = new Worker(WORKER_ENTRY, {
       workerData: { task: TASK },
       resourceLimits: { maxOldGenerationSizeMb: this.o.memoryMb },
       stdout: false,
