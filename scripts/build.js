@@ -1,6 +1,6 @@
 // `npm run build`, and `prepare` (so `npm install` and `npm ci` run it): compiles src/ to dist/ with
-// tsconfig.build.json, bundles the command's main thread into dist/main.js, and stamps dist/ with the
-// sources it came from (bin/source-stamp.js). Without TypeScript installed (a production install,
+// tsconfig.build.json, bundles src/main.ts into dist/cli.js for the short-lived commands, and stamps
+// dist/ with the sources it came from (bin/source-stamp.js). Without TypeScript installed (a production install,
 // --omit=dev) there is nothing to compile with, and the server runs its sources through tsx as before.
 import { execFileSync } from 'node:child_process'
 import { rmSync, writeFileSync } from 'node:fs'
@@ -22,14 +22,15 @@ const stamp = sourceStamp()
 rmSync(path.join(root, 'dist'), { recursive: true, force: true })
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' })
 
-// The main thread as one file: loading tsc's ~170 modules and the ~1,500 files of their packages
-// (typebox and kysely alone are ~1,000) took 750 ms of every command's start, 410 ms bundled. Worker
-// threads keep tsc's modules (src/paths.ts). Left as imports: packages with native or wasm parts or
-// worker threads of their own, and those sync functions share with syncstore (zod, soap, unzipper).
+// The commands other than `serve` as one file: loading tsc's ~170 modules and the ~1,500 files of
+// their packages (typebox and kysely alone are ~1,000) took 750 ms of every command's start, 410 ms
+// bundled. `serve` and worker threads keep tsc's modules (bin/syncstore.js, src/paths.ts). Left as
+// imports: packages with native or wasm parts or worker threads of their own, and those sync
+// functions share with syncstore (zod, soap, unzipper).
 const { build } = await import('esbuild')
 await build({
   entryPoints: [path.join(root, 'src', 'main.ts')],
-  outfile: path.join(root, 'dist', 'main.js'),
+  outfile: path.join(root, 'dist', 'cli.js'),
   bundle: true,
   platform: 'node',
   format: 'esm',
