@@ -10,9 +10,9 @@ import { sourceStamp, STAMP_FILE } from './source-stamp.js'
 const compiled = existsSync(STAMP_FILE) && readFileSync(STAMP_FILE, 'utf8') === sourceStamp()
 let main
 if (compiled) {
-  // Commands run the bundle (scripts/build.js), which starts in 0.65-0.73 s where tsc's modules
-  // take 1.02-1.03 s. The server runs tsc's modules: it starts once, and bundled it spent more CPU
-  // on each GET /records (2.5-2.6 ms against 1.7-1.8 ms for a page of 100, third round of 1,000).
+  // Commands run the bundle (scripts/build.js): `environments list` takes 0.59-0.64 s where tsc's
+  // modules take 1.04-1.33 s. The server runs tsc's modules: it starts once, and from a bundle in
+  // one file it spent more CPU on each GET /records (see scripts/build.js).
   ;({ main } = await import(process.argv[2] === 'serve' ? '../dist/main.js' : '../dist/cli.js'))
 } else {
   const { register } = await import('tsx/esm/api')

@@ -22,16 +22,22 @@ const stamp = sourceStamp()
 rmSync(path.join(root, 'dist'), { recursive: true, force: true })
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' })
 
-// The commands other than `serve` as one file: loading tsc's ~170 modules and the ~1,500 files of
-// their packages (typebox and kysely alone are ~1,000) took 750 ms of every command's start, 410 ms
-// bundled. `serve` and worker threads keep tsc's modules (bin/syncstore.js, src/paths.ts). Left as
-// imports: packages with native or wasm parts or worker threads of their own, and those sync
-// functions share with syncstore (zod, soap, unzipper).
+// The commands other than `serve` bundled: loading tsc's ~170 modules and the ~1,500 files of their
+// packages (typebox and kysely alone are ~1,000) took 750 ms of every command's start (README,
+// Performance). Split into chunks, so the server's half (`serve` is a dynamic import) stays out of
+// a command's way and no module is wrapped for lazy evaluation: in one file, esbuild turned every
+// module's constants into variables set by an init function, and a server run from it spent about
+// 45% more CPU on a GET /records page (not shown to be why). `serve` and worker threads keep tsc's modules
+// (bin/syncstore.js, src/paths.ts); chunks sit in dist/ itself, at the depth src/paths.ts expects.
+// Left as imports: packages with native or wasm parts or worker threads of their own, and those
+// sync functions share with syncstore (zod, soap, unzipper).
 const { build } = await import('esbuild')
 await build({
-  entryPoints: [path.join(root, 'src', 'main.ts')],
-  outfile: path.join(root, 'dist', 'cli.js'),
+  entryPoints: { cli: path.join(root, 'src', 'main.ts') },
+  outdir: path.join(root, 'dist'),
+  chunkNames: 'cli-[name]-[hash]',
   bundle: true,
+  splitting: true,
   platform: 'node',
   format: 'esm',
   target: 'node20.19',
