@@ -1,7 +1,8 @@
 // `npm run build`, and `prepare` (so `npm install` and `npm ci` run it): compiles src/ to dist/ with
-// tsconfig.build.json, bundles src/main.ts into dist/cli.js for the short-lived commands, and stamps
-// dist/ with the sources it came from (bin/source-stamp.js). Without TypeScript installed (a production install,
-// --omit=dev) there is nothing to compile with, and the server runs its sources through tsx as before.
+// tsconfig.build.json, bundles src/main.ts into dist/cli.js (and its chunks) for the short-lived
+// commands, and stamps dist/ with the sources it came from (bin/source-stamp.js). Without
+// TypeScript installed (a production install, --omit=dev) there is nothing to compile with, and
+// the server runs its sources through tsx as before.
 import { execFileSync } from 'node:child_process'
 import { rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -27,8 +28,9 @@ execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json'
 // Performance). Split into chunks, so the server's half (`serve` is a dynamic import) stays out of
 // a command's way and no module is wrapped for lazy evaluation: in one file, esbuild turned every
 // module's constants into variables set by an init function, and a server run from it spent about
-// 45% more CPU on a GET /records page (not shown to be why). `serve` and worker threads keep tsc's modules
-// (bin/syncstore.js, src/paths.ts); chunks sit in dist/ itself, at the depth src/paths.ts expects.
+// 45% more CPU on a GET /records page (not shown to be why). `serve` and worker threads keep tsc's
+// modules (bin/syncstore.js, src/paths.ts); chunks sit in dist/ itself, at the depth src/paths.ts
+// expects.
 // Left as imports: packages with native or wasm parts or worker threads of their own, and those
 // sync functions share with syncstore (zod, soap, unzipper).
 const { build } = await import('esbuild')

@@ -1,9 +1,9 @@
 import path from 'node:path'
 
 // Where the package's files are, taken from this module at the top of src/: its URL is in src/ when
-// the sources run, in dist/ when tsc's output runs, and dist/main.js when the bundle (scripts/build.js)
-// runs, one folder below the package root in every case. A path relative to a deeper module would
-// miss in the bundle, where every bundled module has main.js' URL.
+// the sources run, in dist/ when tsc's output runs, and a chunk in dist/ when the commands' bundle
+// (scripts/build.js) runs, one folder below the package root in every case. A path relative to a
+// deeper module would miss in the bundle, where a module has the URL of the chunk it went into.
 
 /** The package's root folder (migrations/, examples/ and package.json are in it). */
 export const PACKAGE_ROOT = new URL('../', import.meta.url)
