@@ -199,6 +199,13 @@ describe('syncstore records import', { timeout: 240_000 }, () => {
       1,
       /no-id\.ndjson line 4\b.*"id"/,
     )
+    // Past the first 100 records of a batch, which are checked in a later turn of the event loop.
+    const late = numbered(150).map((line, i) => (i === 129 ? '{"name":"no id either"}' : line))
+    expectOneLineError(
+      await cli(...target(connectionId), '--model', MODEL, await writeNdjson('late.ndjson', late)),
+      1,
+      /late\.ndjson line 130\b.*"id"/,
+    )
     const deep = await writeNdjson('deep.ndjson', [
       recordLine(20),
       `{"id":"deep",${'"a":{'.repeat(100)}${'}'.repeat(100)}}`,
