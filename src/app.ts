@@ -115,6 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     sealer,
     maxPageBytes: config.maxPageBytes,
     pageMemoryBytes: config.pageMemoryBytes,
+    readAheadPages: config.readAheadPages,
     metrics: deps.metrics,
   })
   await app.register(syncRoutes, { db: db.kysely, sealer, wakeups })

@@ -46,6 +46,8 @@ export interface Config {
    * waiting for their clients to take them; a page that does not fit waits briefly, then is 503.
    */
   readonly pageMemoryBytes: number
+  /** GET /records pages read ahead for readers that page with next_cursor (0: off). */
+  readonly readAheadPages: number
   readonly http: {
     /** A socket on which no byte moves either way for this long is destroyed (also a send timeout). */
     readonly idleTimeoutMs: number
@@ -139,6 +141,9 @@ const Env = Type.Object(
     // pages, at once. With 150 clients asking for 10 MiB pages and not reading, RSS grew 65-95 MB
     // (test/faults/slow-clients.test.ts); without this bound, by 1.1 GB.
     SYNCSTORE_PAGE_MEMORY_BYTES: integer(64 * 1024 * 1024, 1024 * 1024, 64 * 1024 ** 3),
+    // 32 readers paging in order at once get their next page read ahead; held pages also count
+    // against SYNCSTORE_PAGE_MEMORY_BYTES and are dropped after 5 s.
+    SYNCSTORE_READ_AHEAD_PAGES: integer(32, 0, 10_000),
     // 30 s without a byte moving either way: longer than any request should take to answer (a
     // wait for a database connection ends at 10 s), and a reader that takes nothing for 30 s has
     // stopped; its page (up to 10 MiB) is freed with the socket.
@@ -275,6 +280,7 @@ export function loadConfig(rawEnv: RawEnv, cwd: string = process.cwd()): Config 
     maxPageBytes: env.SYNCSTORE_MAX_PAGE_BYTES,
     bodyLimitBytes: env.SYNCSTORE_BODY_LIMIT_BYTES,
     pageMemoryBytes: env.SYNCSTORE_PAGE_MEMORY_BYTES,
+    readAheadPages: env.SYNCSTORE_READ_AHEAD_PAGES,
     http: {
       idleTimeoutMs: env.SYNCSTORE_IDLE_TIMEOUT_MS,
       requestTimeoutMs: env.SYNCSTORE_REQUEST_TIMEOUT_MS,

@@ -30,6 +30,7 @@ describe('loadConfig', () => {
       maxPageBytes: 10 * 1024 * 1024,
       bodyLimitBytes: 1024 * 1024,
       pageMemoryBytes: 64 * 1024 * 1024,
+      readAheadPages: 32,
       http: { idleTimeoutMs: 30_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 10_000 },
     })
     expect(Object.isFrozen(config)).toBe(true)
@@ -72,6 +73,7 @@ describe('loadConfig', () => {
         NANGO_SECRET_KEY_DEV: dev.toUpperCase(),
         NANGO_SECRET_KEY_STAGING: randomUUID(),
         SYNCSTORE_PAGE_MEMORY_BYTES: String(256 * 1024 * 1024),
+        SYNCSTORE_READ_AHEAD_PAGES: '0',
         SYNCSTORE_IDLE_TIMEOUT_MS: '5000',
         SYNCSTORE_REQUEST_TIMEOUT_MS: '2000',
         SYNCSTORE_KEEP_ALIVE_TIMEOUT_MS: '65000',
@@ -83,6 +85,7 @@ describe('loadConfig', () => {
       host: '0.0.0.0',
       logLevel: 'debug',
       pageMemoryBytes: 256 * 1024 * 1024,
+      readAheadPages: 0,
       http: { idleTimeoutMs: 5000, requestTimeoutMs: 2000, keepAliveTimeoutMs: 65_000 },
     })
     expect(config.encryptionKey?.equals(key)).toBe(true)

@@ -73,6 +73,8 @@ export interface DatasetsTable {
   /** Every record at or before this cursor position is pruned (migrations/0012) */
   pruned_through_at: ColumnType<string | null, string | null | undefined, string | null>
   pruned_through_id: number | null
+  /** Moved by every update of the row (migrations/0015) */
+  change_mark: Generated<number>
   created_at: CreatedAt
 }
 

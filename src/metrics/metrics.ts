@@ -4,6 +4,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Db } from '../db/connect.ts'
 import type { Database } from '../db/database.ts'
 import type { Logger } from '../logger.ts'
+import { READ_AHEAD_OUTCOMES, type ReadAheadOutcome } from '../records/read-ahead.ts'
 import type { ModelCounts, RunOutcome } from '../runs/states.ts'
 import { dueUnstarted } from '../scheduler/schedules.ts'
 import { deliveryBacklog } from '../webhooks/store.ts'
@@ -25,6 +26,7 @@ export class Metrics {
   private readonly runSeconds: Histogram<'outcome'>
   private readonly written: Counter<'action'>
   private readonly read: Counter
+  private readonly readAhead: Counter<'outcome'>
   private readonly refreshes: Counter<'outcome'>
 
   constructor(db: Db, logger: Logger) {
@@ -65,6 +67,14 @@ export class Metrics {
       help: 'Records returned by GET /records',
       registers,
     })
+    this.readAhead = new Counter({
+      name: 'syncstore_records_read_ahead_total',
+      help:
+        'GET /records pages read ahead (read), then served, read again because the dataset had changed ' +
+        '(changed), or dropped unasked (unused)',
+      labelNames: ['outcome'],
+      registers,
+    })
     this.refreshes = new Counter({
       name: 'syncstore_oauth_refreshes_total',
       help: 'OAuth credential refreshes asked of providers, by outcome',
@@ -75,6 +85,7 @@ export class Metrics {
     for (const outcome of RUN_ENDS) this.runs.inc({ outcome }, 0)
     for (const outcome of ['success', 'failure']) this.refreshes.inc({ outcome }, 0)
     for (const action of ['added', 'updated', 'deleted']) this.written.inc({ action }, 0)
+    for (const outcome of READ_AHEAD_OUTCOMES) this.readAhead.inc({ outcome }, 0)
     refreshCounters.set(db.kysely, this.refreshes)
 
     this.databaseGauges(db, logger)
@@ -106,6 +117,10 @@ export class Metrics {
 
   recordsRead(count: number): void {
     this.read.inc(count)
+  }
+
+  pageReadAhead(outcome: ReadAheadOutcome): void {
+    this.readAhead.inc({ outcome })
   }
 
   /** Read at each scrape, in two cheap indexed queries; NaN (and a warning) when the database fails. */

@@ -177,13 +177,15 @@ export class PageWriter {
     return this.meta
   }
 
+  /** The body's `next_cursor`: the last record's cursor when more records follow it. */
+  nextCursor(): string | null {
+    return this.hasMore && this.count > 0 ? Buffer.from(this.lastCursor, 'latin1').toString('base64') : null
+  }
+
   /** The whole body, in one buffer of its exact size. */
   body(): Buffer {
-    const next =
-      this.hasMore && this.count > 0
-        ? `"${Buffer.from(this.lastCursor, 'latin1').toString('base64')}"`
-        : 'null'
-    const head = OPEN + next + RECORDS
+    const next = this.nextCursor()
+    const head = OPEN + (next === null ? 'null' : `"${next}"`) + RECORDS
     const body = Buffer.allocUnsafe(head.length + this.bytes + CLOSE.length)
     let at = body.write(head, 0, 'latin1')
     this.seal()

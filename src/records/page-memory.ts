@@ -34,7 +34,8 @@ export class PageMemory {
    * when the reservation must wait, so a page that fits at once builds no signal.
    */
   reserve(bytes: number, gone: () => AbortSignal): Promise<Reservation | null> {
-    if (this.waiting.length === 0 && this.fits(bytes)) return Promise.resolve(this.take(bytes))
+    const now = this.tryReserve(bytes)
+    if (now) return Promise.resolve(now)
     const signal = gone()
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
@@ -63,6 +64,11 @@ export class PageMemory {
       // Behind waiters that do not fit, a smaller reservation may still fit now.
       this.admitWaiting()
     })
+  }
+
+  /** Reserves `bytes` if they fit now and no page is waiting; null otherwise (never waits). */
+  tryReserve(bytes: number): Reservation | null {
+    return this.waiting.length === 0 && this.fits(bytes) ? this.take(bytes) : null
   }
 
   private fits(bytes: number): boolean {

@@ -29,8 +29,12 @@ export interface Page {
   count: number
   /** More records follow the last one returned (next_cursor is then set). */
   hasMore: boolean
+  /** The body's `next_cursor` */
+  nextCursor: string | null
   /** The dataset's largest record (`datasets.max_size_bytes`) when the page was read; 0 when empty. */
   maxRecordBytes: number
+  /** The dataset's change mark (migrations/0015) in the page's snapshot; null for no dataset. */
+  mark: string | null
 }
 
 function actionFilter(actions: ReadonlySet<Action> | undefined): RawBuilder<boolean> | undefined {
@@ -101,9 +105,9 @@ function conditions(q: PageQuery): RawBuilder<boolean> {
 /** The page's rows as format.ts renders them, built once: the same fragment every request. */
 const PAGE_RECORD = recordRow('p')
 
-/** A row of the page statement: RecordRow's columns, then `fits` ('t' or 'f') and `max_size`. */
+/** A row of the page statement: RecordRow's columns, then `fits` ('t' or 'f'), `max_size` and `mark`. */
 type Text = string | null
-type PageRow = [Text, Text, Text, Text, Text, Text, string, string]
+type PageRow = [Text, Text, Text, Text, Text, Text, string, string, Text]
 
 /** A shape's statement: its SQL text and which input fills each of its parameters. */
 interface PageStatement {
@@ -136,14 +140,14 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
   const small = sql<boolean>`d.max_size::bigint * ${slot('fetch')} <= ${slot('maxBytes')}`
   return sql`${sql.raw(PREPARED)}
     WITH d AS (
-      SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size
+      SELECT c.id AS connection_pk, coalesce(ds.max_size_bytes, 0) AS max_size, ds.change_mark AS mark
       FROM connections c
       LEFT JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = ${slot('model')} AND ds.variant = ${slot('variant')}
       WHERE c.environment_id = ${slot('environmentId')} AND c.provider_config_key = ${slot('providerConfigKey')}
         AND c.connection_id = ${slot('connectionId')}
     ),
     p AS (
-      SELECT p.*, true AS fits, d.max_size
+      SELECT p.*, true AS fits, d.max_size, d.mark
       FROM d LEFT JOIN LATERAL (
         SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
         FROM records r
@@ -154,7 +158,7 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
       WHERE ${small}
       UNION ALL
       SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at, p.last_modified_at,
-             p.deleted_at, p.pruned_at, p.fits, d.max_size
+             p.deleted_at, p.pruned_at, p.fits, d.max_size, d.mark
       FROM d LEFT JOIN LATERAL (
         SELECT w.*, w.running <= ${slot('maxBytes')} OR w.running = w.size_bytes AS fits
         FROM (
@@ -173,7 +177,8 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
       WHERE NOT ${small}
     )
     -- Text columns only: both drivers hand text to eachRow as it is.
-    SELECT ${PAGE_RECORD}, CASE WHEN p.fits THEN 't' ELSE 'f' END AS fits, p.max_size::text AS max_size FROM p`
+    SELECT ${PAGE_RECORD}, CASE WHEN p.fits THEN 't' ELSE 'f' END AS fits, p.max_size::text AS max_size,
+           p.mark::text AS mark FROM p`
 }
 
 /**
@@ -215,9 +220,11 @@ export async function readPage(
 
   const page = new PageWriter(q.limit, sealer)
   let maxRecordBytes: string | undefined
+  let mark: string | null = null
   await db.eachRow(statement.sql, values, (row) => {
-    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, fits, maxSize] = row as PageRow
-    maxRecordBytes = maxSize!
+    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, fits, maxSize, rowMark] = row as PageRow
+    maxRecordBytes = maxSize
+    mark = rowMark
     page.add({ json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt }, fits === 't')
   })
   if (maxRecordBytes === undefined) return null
@@ -225,8 +232,29 @@ export async function readPage(
     body: page.body(),
     count: page.count,
     hasMore: page.hasMore,
+    nextCursor: page.nextCursor(),
     maxRecordBytes: Number(maxRecordBytes),
+    mark,
   }
+}
+
+const MARK_STATEMENT = `${PREPARED}
+  SELECT ds.change_mark::text AS mark
+  FROM connections c
+  JOIN datasets ds ON ds.connection_pk = c.id AND ds.model = $4 AND ds.variant = $5
+  WHERE c.environment_id = $1 AND c.provider_config_key = $2 AND c.connection_id = $3`
+
+/**
+ * The dataset's change mark now (migrations/0015), as readPage returns it: null when the dataset or
+ * its connection does not exist.
+ */
+export async function datasetMark(db: RowReader, target: PageTarget): Promise<string | null> {
+  let mark: string | null = null
+  const { environmentId, providerConfigKey, connectionId, model, variant } = target
+  await db.eachRow(MARK_STATEMENT, [environmentId, providerConfigKey, connectionId, model, variant], (row) => {
+    mark = row[0]!
+  })
+  return mark
 }
 
 /**

@@ -14,8 +14,16 @@ import { described, EmptyQuery, errorResponse, errors } from '../http/schemas.ts
 import { type CursorPosition, decodeCursor, isStorableTimestamp } from './cursor.ts'
 import { BASE_VARIANT, type Dataset } from './datasets.ts'
 import { pruneRecords } from './prune.ts'
-import { PageMemory, RecordSizeHints, type Reservation } from './page-memory.ts'
-import { type Action, largestRecordBytes, type PageTarget, readPage } from './read.ts'
+import { PageMemory, RecordSizeHints } from './page-memory.ts'
+import { ReadAhead } from './read-ahead.ts'
+import {
+  type Action,
+  datasetMark,
+  largestRecordBytes,
+  type PageQuery,
+  type PageTarget,
+  readPage,
+} from './read.ts'
 import { ConnectionHeaders, GetRecordsQuery, PruneBody, PruneResponse, RecordsPage } from './schemas.ts'
 
 export interface RecordRoutesOptions {
@@ -25,6 +33,8 @@ export interface RecordRoutesOptions {
   maxPageBytes: number
   /** SYNCSTORE_PAGE_MEMORY_BYTES: GET /records bodies this process holds at once. */
   pageMemoryBytes: number
+  /** SYNCSTORE_READ_AHEAD_PAGES: pages read ahead for readers that page in order (0: none). */
+  readAheadPages: number
   /** Counts the records GET /records returns */
   metrics?: Metrics | undefined
 }
@@ -40,6 +50,11 @@ const PAGE_WAIT_MS = 2000
  * when its hint was taken (the page is cut at the reservation, so a hint of 0 would mean one record).
  */
 const MIN_PAGE_RESERVATION = 64 * 1024
+/**
+ * How long a page read ahead waits for its reader: a reader paging in order asks within
+ * milliseconds; one that stops for longer reads its next page itself.
+ */
+const READ_AHEAD_WAIT_MS = 5000
 
 const GET_RECORDS =
   'Records of one model (and variant) of the connection named by the Connection-Id and ' +
@@ -69,29 +84,29 @@ function cursorParam(value: string, name: string): CursorPosition {
 
 export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = async (
   app,
-  { db, sealer, maxPageBytes, pageMemoryBytes, metrics },
+  { db, sealer, maxPageBytes, pageMemoryBytes, readAheadPages, metrics },
 ) => {
   const memory = new PageMemory(pageMemoryBytes, PAGE_WAIT_MS)
   const hints = new RecordSizeHints()
+  const readAhead = new ReadAhead(
+    memory,
+    (target, q) => readPage(db, sealer, target, q),
+    (target) => datasetMark(db, target),
+    {
+      maxPages: readAheadPages,
+      waitMs: READ_AHEAD_WAIT_MS,
+      count: metrics && ((outcome) => metrics.pageReadAhead(outcome)),
+    },
+  )
 
   /**
-   * Reserves the page's bytes before it is read: (limit + 1) x the dataset's largest record, capped
+   * The bytes a page reserves before it is read: (limit + 1) x the dataset's largest record, capped
    * at the page byte budget. The page is then read with the reservation as its byte budget, so it
    * can never be larger than what was reserved (but for the one record a page always returns).
    */
-  async function reservePage(
-    target: PageTarget,
-    limit: number,
-    res: ServerResponse,
-  ): Promise<{ held: Reservation; bytes: number } | null> {
+  async function pageBytes(target: PageTarget, limit: number): Promise<number> {
     const recordBytes = hints.get(hintKey(target)) ?? (await largestRecordBytes(db.kysely, target))
-    const bytes = Math.min(
-      maxPageBytes,
-      memory.largest,
-      Math.max(MIN_PAGE_RESERVATION, (limit + 1) * recordBytes),
-    )
-    const held = await memory.reserve(bytes, () => closedSignal(res))
-    return held && { held, bytes }
+    return Math.min(maxPageBytes, memory.largest, Math.max(MIN_PAGE_RESERVATION, (limit + 1) * recordBytes))
   }
 
   /** The dataset a request names, or a 400 when its connection is not in the key's environment. */
@@ -161,22 +176,23 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         variant: q.variant ?? BASE_VARIANT,
       }
       const limit = q.limit ?? 100
-      const reserved = await reservePage(target, limit, reply.raw)
-      if (!reserved) throw serverBusy(reply)
-      const { held } = reserved
+      const query: PageQuery = {
+        after,
+        modifiedAfter: q.delta ?? q.modified_after,
+        actions: q.filter ? new Set(q.filter.toLowerCase().split(',') as Action[]) : undefined,
+        externalIds: q.ids,
+        limit,
+        maxBytes: await pageBytes(target, limit),
+      }
+      const ahead = await readAhead.take(target, query)
+      const held = ahead?.held ?? (await memory.reserve(query.maxBytes, () => closedSignal(reply.raw)))
+      if (!held) throw serverBusy(reply)
       // Held until the response has gone out or its socket closed (the idle timeout closes a
       // socket whose client stopped reading), whichever comes first: 'close' comes after either.
       if (reply.raw.closed) held.release()
       else reply.raw.once('close', held.release)
       try {
-        const page = await readPage(db, sealer, target, {
-          after,
-          modifiedAfter: q.delta ?? q.modified_after,
-          actions: q.filter ? new Set(q.filter.toLowerCase().split(',') as Action[]) : undefined,
-          externalIds: q.ids,
-          limit,
-          maxBytes: reserved.bytes,
-        })
+        const page = ahead?.page ?? (await readPage(db, sealer, target, query))
         if (!page) throw unknownConnection()
         hints.set(hintKey(target), page.maxRecordBytes)
         metrics?.recordsRead(page.count)
@@ -186,7 +202,10 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         // One write. While the socket takes any of it, Node holds off the idle timeout (net.Socket
         // compares its write queue between timeouts), so a slow reader gets the whole page and a
         // reader that takes nothing is cut off after SYNCSTORE_IDLE_TIMEOUT_MS.
-        return reply.type('application/json; charset=utf-8').send(body as never)
+        void reply.type('application/json; charset=utf-8').send(body as never)
+        // Once the page is written, and before its reader can ask for the next one.
+        readAhead.follow(request.raw.socket, q.cursor, target, query, page, ahead !== null)
+        return reply
       } catch (err) {
         held.release()
         throw err

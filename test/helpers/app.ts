@@ -8,6 +8,7 @@ import { ensureEnvironment } from '../../src/environments/store.ts'
 import { resolveBootstrapKeys } from '../../src/keys/bootstrap.ts'
 import { createKey } from '../../src/keys/store.ts'
 import { createLogger } from '../../src/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
 import { createTestDatabase, type TestDatabase } from './database.ts'
 
 export interface TestApp {
@@ -16,6 +17,8 @@ export interface TestApp {
   database: TestDatabase
   config: Config
   sealer: Sealer
+  /** The server's metrics, when started with `metrics: true` */
+  metrics: Metrics | undefined
   /** http://127.0.0.1:<port> when started with `listen: true` */
   url: string
   /** Full-access keys */
@@ -31,14 +34,16 @@ export interface TestApp {
  * variables, as the process environment would.
  */
 export async function startTestApp(
-  options: { env?: Record<string, string>; listen?: boolean } = {},
+  options: { env?: Record<string, string>; listen?: boolean; metrics?: boolean } = {},
 ): Promise<TestApp> {
   const database = await createTestDatabase()
   const { db } = database
   const config = loadConfig({ LOG_LEVEL: 'silent', ...options.env })
   const sealer = createSealer(config.encryptionKey)
   const bootstrapKeys = await resolveBootstrapKeys(db.kysely, config)
-  const app = await buildApp({ config, db, logger: createLogger('silent'), sealer, bootstrapKeys })
+  const logger = createLogger('silent')
+  const metrics = options.metrics ? new Metrics(db, logger) : undefined
+  const app = await buildApp({ config, db, logger, sealer, bootstrapKeys, metrics })
   let url = ''
   if (options.listen) url = await app.listen({ port: 0, host: '127.0.0.1' })
   const dev = await ensureEnvironment(db.kysely, 'dev')
@@ -52,6 +57,7 @@ export async function startTestApp(
     database,
     config,
     sealer,
+    metrics,
     url,
     envIds,
     keys: { dev: await keyWith(['environment:*']), prod: await keyWith(['environment:*'], 'prod') },
