@@ -251,9 +251,13 @@ const MARK_STATEMENT = `${PREPARED}
 export async function datasetMark(db: RowReader, target: PageTarget): Promise<string | null> {
   let mark: string | null = null
   const { environmentId, providerConfigKey, connectionId, model, variant } = target
-  await db.eachRow(MARK_STATEMENT, [environmentId, providerConfigKey, connectionId, model, variant], (row) => {
-    mark = row[0]!
-  })
+  await db.eachRow(
+    MARK_STATEMENT,
+    [environmentId, providerConfigKey, connectionId, model, variant],
+    (row) => {
+      mark = row[0]!
+    },
+  )
   return mark
 }
 
