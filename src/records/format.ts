@@ -6,7 +6,7 @@ import type { Sealer } from '../crypto.ts'
  * A record as the page query returns it (`recordRow`): its stored JSON text, and the metadata's
  * parts as short texts, from which PageWriter writes `_nango_metadata` and the cursor. Timestamps
  * are their JSON text as Postgres writes it, `"2024-03-27T15:10:27.123456+00:00"` in UTC. All null
- * for the row of NULLs an empty page reads as.
+ * in the page statement's row for the dataset (src/records/read.ts), which PageWriter skips.
  */
 export interface RecordRow {
   /** The stored (possibly sealed) JSON text; `{"id":...}` once pruned */

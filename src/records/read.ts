@@ -105,9 +105,12 @@ function conditions(q: PageQuery): RawBuilder<boolean> {
 /** The page's rows as format.ts renders them, built once: the same fragment every request. */
 const PAGE_RECORD = recordRow('p')
 
-/** A row of the page statement: RecordRow's columns, then `fits` ('t' or 'f'), `max_size` and `mark`. */
+/**
+ * A row of the page statement: a record's (RecordRow's columns, then `cut`: 'f' when the byte budget
+ * ended the page before it), or the dataset's (all NULL but `max_size` and `mark`).
+ */
 type Text = string | null
-type PageRow = [Text, Text, Text, Text, Text, Text, string, string, Text]
+type PageRow = [Text, Text, Text, Text, Text, Text, Text, Text, Text]
 
 /** A shape's statement: its SQL text and which input fills each of its parameters. */
 interface PageStatement {
@@ -147,7 +150,7 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
         AND c.connection_id = ${slot('connectionId')}
     ),
     p AS (
-      SELECT p.*, true AS fits, d.max_size, d.mark
+      SELECT p.*, true AS fits
       FROM d LEFT JOIN LATERAL (
         SELECT r.id, r.external_id, r.payload, r.first_seen_at, r.last_modified_at, r.deleted_at, r.pruned_at
         FROM records r
@@ -158,7 +161,7 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
       WHERE ${small}
       UNION ALL
       SELECT p.id, p.external_id, CASE WHEN p.fits THEN p.payload END, p.first_seen_at, p.last_modified_at,
-             p.deleted_at, p.pruned_at, p.fits, d.max_size, d.mark
+             p.deleted_at, p.pruned_at, p.fits
       FROM d LEFT JOIN LATERAL (
         SELECT w.*, w.running <= ${slot('maxBytes')} OR w.running = w.size_bytes AS fits
         FROM (
@@ -176,9 +179,13 @@ function pageQuery(q: PageQuery): RawBuilder<unknown> {
       ) p ON true
       WHERE NOT ${small}
     )
-    -- Text columns only: both drivers hand text to eachRow as it is.
-    SELECT ${PAGE_RECORD}, CASE WHEN p.fits THEN 't' ELSE 'f' END AS fits, p.max_size::text AS max_size,
-           p.mark::text AS mark FROM p`
+    -- Text columns only: both drivers hand text to eachRow as it is. Each value costs Node a string,
+    -- so a record's row carries only what is not NULL ('f' where the byte budget cut the page), and the
+    -- dataset's figures come once, in a row of their own, which also says the connection exists.
+    SELECT ${PAGE_RECORD}, CASE WHEN NOT p.fits THEN 'f' END AS cut, NULL AS max_size, NULL AS mark
+    FROM p WHERE p.id IS NOT NULL
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.max_size::text, d.mark::text FROM d`
 }
 
 /**
@@ -222,10 +229,13 @@ export async function readPage(
   let maxRecordBytes: string | undefined
   let mark: string | null = null
   await db.eachRow(statement.sql, values, (row) => {
-    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, fits, maxSize, rowMark] = row as PageRow
-    maxRecordBytes = maxSize
-    mark = rowMark
-    page.add({ json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt }, fits === 't')
+    const [json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt, cut, maxSize, rowMark] = row as PageRow
+    if (id === null) {
+      maxRecordBytes = maxSize!
+      mark = rowMark
+    } else {
+      page.add({ json, id, modifiedAt, firstSeenAt, deletedAt, prunedAt }, cut === null)
+    }
   })
   if (maxRecordBytes === undefined) return null
   return {
