@@ -102,6 +102,8 @@ export class PageWriter {
   hasMore = false
   /** What the last record's cursor encodes */
   private lastCursor = ''
+  /** nextCursor(), once asked (the body and readPage both want it; no record is added after) */
+  private next: string | undefined
   /** The metadata of the last run of records, up to the cursor's opening quote, and its parts */
   private meta = ''
   private metaOf: Omit<RecordRow, 'json' | 'id'> = {
@@ -179,7 +181,8 @@ export class PageWriter {
 
   /** The body's `next_cursor`: the last record's cursor when more records follow it. */
   nextCursor(): string | null {
-    return this.hasMore && this.count > 0 ? Buffer.from(this.lastCursor, 'latin1').toString('base64') : null
+    if (!this.hasMore || this.count === 0) return null
+    return (this.next ??= Buffer.from(this.lastCursor, 'latin1').toString('base64'))
   }
 
   /** The whole body, in one buffer of its exact size. */
