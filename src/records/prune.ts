@@ -43,6 +43,12 @@ export async function pruneRecords(
  * remains). The mark then moves forward: to the last record pruned when more remain (everything
  * between was pruned already or now), to the last record within `bound` when none do. The update reaches its rows by ctid, a TID scan: joining on the cursor key instead let
  * the planner hash-join a sequential scan of the whole table, once per request.
+ *
+ * The walk compares with the mark as two scalar subqueries, so its index scan runs in cursor order
+ * and stops after `limit + 1` records. Joined to the mark's row instead, the scan became the inner
+ * side of a nested loop, whose output has no order: the planner read every record of the dataset
+ * past the mark through a bitmap and sorted them (5,066 buffers for 1,000 records of a 5,000-record
+ * dataset, against 1,021 this way).
  */
 export async function pruneLocked(
   trx: Transaction<Database>,
@@ -56,8 +62,8 @@ export async function pruneLocked(
       FROM datasets d WHERE ${inDataset(ds, 'd')}
     ), target AS (
       SELECT r.ctid, r.last_modified_at, r.id, row_number() OVER (ORDER BY r.last_modified_at, r.id) AS n
-      FROM mark m, records r
-      WHERE ${inDataset(ds, 'r')} AND (r.last_modified_at, r.id) > (m.at, m.id)
+      FROM records r
+      WHERE ${inDataset(ds, 'r')} AND (r.last_modified_at, r.id) > ((SELECT at FROM mark), (SELECT id FROM mark))
         AND r.pruned_at IS NULL AND ${bound}
       ORDER BY r.last_modified_at, r.id LIMIT ${limit + 1}
     ), pruned AS (

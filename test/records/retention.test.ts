@@ -11,6 +11,7 @@ import { upsertConnection } from '../../src/connections/store.ts'
 import { createSealer, type Sealer } from '../../src/crypto.ts'
 import { ensureEnvironment } from '../../src/environments/store.ts'
 import { BASE_VARIANT, type Dataset, recordCount } from '../../src/records/datasets.ts'
+import { pruneLocked } from '../../src/records/prune.ts'
 import { readPage } from '../../src/records/read.ts'
 import { type RetentionLimits, runRetention } from '../../src/records/retention.ts'
 import { createTestDatabase, type TestDatabase, testDatabaseKind } from '../helpers/database.ts'
@@ -213,6 +214,36 @@ describe('retention', () => {
     const mark = await sql<{ at: string; id: number }>`
       SELECT pruned_through_at::text AS at, pruned_through_id AS id FROM datasets WHERE ${key}`.execute(db())
     expect(mark.rows).toEqual(last.rows)
+  })
+
+  it('a pass reads only the records it prunes: the walk starts at the prune mark and stops after limit + 1', async () => {
+    // Joined to the dataset's prune mark, the walk was either the inner side of a nested loop,
+    // which has no order (every record past the mark fetched and sorted), or began at the
+    // dataset's first record with the mark as a filter: 1,000 records or more fetched here to prune
+    // 10. Plans that need no index are turned off, so the test is about what the statement allows,
+    // whatever the planner would pick for a table this small.
+    const ds = await seed('Walk', 2000)
+    const stale = sql`r.last_modified_at < now() + interval '1 day'`
+    const fetched = await db()
+      .transaction()
+      .execute(async (trx) => {
+        expect(await pruneLocked(trx, ds, stale, 1000)).toEqual({ count: 1000, hasMore: true })
+        await sql`SET LOCAL enable_seqscan = off`.execute(trx)
+        await sql`SET LOCAL enable_bitmapscan = off`.execute(trx)
+        // Counts not yet reported from earlier transactions of this connection are in the view too.
+        const count = async () => {
+          const { rows } = await sql<{ fetched: string }>`
+            SELECT idx_tup_fetch::text AS fetched FROM pg_stat_xact_user_tables WHERE relname = 'records'`.execute(
+            trx,
+          )
+          return Number(rows[0]!.fetched)
+        }
+        const before = await count()
+        expect(await pruneLocked(trx, ds, stale, 10)).toEqual({ count: 10, hasMore: true })
+        return (await count()) - before
+      })
+    expect(fetched).toBeGreaterThanOrEqual(11)
+    expect(fetched).toBeLessThan(50)
   })
 
   it('pruneAfterDays 0 turns pruning off', async () => {
