@@ -220,8 +220,8 @@ describe('retention', () => {
     // Joined to the dataset's prune mark, the walk was either the inner side of a nested loop,
     // which has no order (every record past the mark fetched and sorted), or began at the
     // dataset's first record with the mark as a filter: 1,000 records or more fetched here to prune
-    // 10. Plans that need no index are turned off, so the test is about what the statement allows,
-    // whatever the planner would pick for a table this small.
+    // 10. Sequential and bitmap scans are turned off, so the test is about what the statement
+    // allows, whatever the planner would pick for a table this small.
     const ds = await seed('Walk', 2000)
     const stale = sql`r.last_modified_at < now() + interval '1 day'`
     const fetched = await db()
