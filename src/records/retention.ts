@@ -82,22 +82,28 @@ async function markChecked(trx: Kysely<Database>, ds: Dataset, now: Date): Promi
     .execute()
 }
 
-/** Hard-deletes up to `limit` records of a dataset; removes the dataset once it is empty. */
+/**
+ * Hard-deletes up to `limit` records of a dataset; removes the dataset when none remain. The walk
+ * reads `limit + 1`, so the pass that deletes the last records also removes the dataset, rather
+ * than leaving it for a pass that finds nothing.
+ */
 async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Promise<number> {
-  const { rows } = await sql<{ deleted: number; live: number }>`
+  const { rows } = await sql<{ deleted: number; live: number; more: boolean }>`
     WITH doomed AS (
-      SELECT last_modified_at, id FROM records
+      SELECT last_modified_at, id, row_number() OVER (ORDER BY last_modified_at, id) AS n FROM records
       WHERE ${inDataset(ds)}
-      ORDER BY last_modified_at, id LIMIT ${limit}
+      ORDER BY last_modified_at, id LIMIT ${limit + 1}
     ), gone AS (
       DELETE FROM records r USING doomed d
-      WHERE ${inDataset(ds, 'r')}
+      WHERE ${inDataset(ds, 'r')} AND d.n <= ${limit}
         AND r.last_modified_at = d.last_modified_at AND r.id = d.id
       RETURNING r.deleted_at IS NULL AS live
     )
-    SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live FROM gone`.execute(trx)
-  const { deleted, live } = rows[0]!
-  if (deleted < limit) {
+    SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live,
+           EXISTS (SELECT 1 FROM doomed WHERE n > ${limit}) AS more
+    FROM gone`.execute(trx)
+  const { deleted, live, more } = rows[0]!
+  if (!more) {
     await trx
       .deleteFrom('datasets')
       .where((eb) => eb.and(datasetKey(ds)))

@@ -312,6 +312,18 @@ describe('retention', () => {
     expect(await rows(ds)).toEqual([])
   })
 
+  it('the pass that deletes the last records of a dataset removes the dataset too', async () => {
+    const ds = await seed('Even', 20)
+    const now = new Date()
+    const limits = { datasets: 5, records: 10 }
+    expect(await runRetention(db(), DELETE_ONLY, days(now, 61), limits)).toEqual({ pruned: 0, deleted: 10 })
+    expect(await datasetExists(ds)).toBe(true)
+    await expectExactCount(ds)
+    expect(await runRetention(db(), DELETE_ONLY, days(now, 61), limits)).toEqual({ pruned: 0, deleted: 10 })
+    expect(await datasetExists(ds)).toBe(false)
+    expect(await rows(ds)).toEqual([])
+  })
+
   it('deleteAfterDays 0 turns deletion off', async () => {
     const ds = await seed('Forever', 4)
     const now = new Date()
