@@ -3,7 +3,7 @@ import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { lockDatasetRows, type Dataset, datasetKey, inDataset } from './datasets.ts'
-import { pruneLocked } from './prune.ts'
+import { prefetchHeapPages, pruneLocked } from './prune.ts'
 
 export interface RetentionSettings {
   /** Prune payloads of records not modified for this many days; 0 turns it off. */
@@ -41,6 +41,7 @@ export async function runRetention(
   if (settings.pruneAfterDays > 0) {
     const cutoff = new Date(now.getTime() - settings.pruneAfterDays * DAY_MS).toISOString()
     pruned = await inTransaction(db, async (trx) => {
+      await prefetchHeapPages(trx)
       const datasets = await lockDatasetRows(
         trx,
         sql`true`,
@@ -65,6 +66,7 @@ export async function runRetention(
     const cutoff = new Date(now.getTime() - settings.deleteAfterDays * DAY_MS).toISOString()
     deleted = await inTransaction(db, async (trx) => {
       const stale = sql`greatest(created_at, last_write_at, last_sync_at) < ${cutoff}::timestamptz`
+      await prefetchHeapPages(trx)
       const datasets = await lockDatasetRows(trx, stale, sql`created_at`, limits.datasets)
       let total = 0
       for (const ds of datasets) total += await deleteSome(trx, ds, limits.records)
@@ -83,24 +85,29 @@ async function markChecked(trx: Kysely<Database>, ds: Dataset, now: Date): Promi
 }
 
 /**
- * Hard-deletes up to `limit` records of a dataset; removes the dataset when none remain. The walk
- * reads `limit + 1`, so the pass that deletes the last records also removes the dataset, rather
- * than leaving it for a pass that finds nothing.
+ * Hard-deletes up to `limit` records of a dataset, oldest first; removes the dataset when none
+ * remain. The walk reads `limit + 1` keys (the cursor index alone, while its pages are
+ * all-visible), so the pass that deletes the last records also removes the dataset rather than
+ * leaving it for a pass that finds nothing; the delete takes the records up to the `limit`-th key
+ * as a range, in a bitmap heap scan that asks for its pages ahead (prefetchHeapPages), where
+ * joining each key to its record read the pages one at a time.
  */
 async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Promise<number> {
   const { rows } = await sql<{ deleted: number; live: number; more: boolean }>`
-    WITH doomed AS (
+    WITH walk AS (
       SELECT last_modified_at, id, row_number() OVER (ORDER BY last_modified_at, id) AS n FROM records
       WHERE ${inDataset(ds)}
       ORDER BY last_modified_at, id LIMIT ${limit + 1}
+    ), span AS (
+      SELECT last_modified_at AS at, id FROM walk WHERE n <= ${limit} ORDER BY n DESC LIMIT 1
     ), gone AS (
-      DELETE FROM records r USING doomed d
-      WHERE ${inDataset(ds, 'r')} AND d.n <= ${limit}
-        AND r.last_modified_at = d.last_modified_at AND r.id = d.id
+      DELETE FROM records r
+      WHERE ${inDataset(ds, 'r')}
+        AND (r.last_modified_at, r.id) <= ((SELECT at FROM span), (SELECT id FROM span))
       RETURNING r.deleted_at IS NULL AS live
     )
     SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live,
-           EXISTS (SELECT 1 FROM doomed WHERE n > ${limit}) AS more
+           EXISTS (SELECT 1 FROM walk WHERE n > ${limit}) AS more
     FROM gone`.execute(trx)
   const { deleted, live, more } = rows[0]!
   if (!more) {

@@ -220,6 +220,47 @@ describe('PATCH /records/prune', () => {
     expect(await prunedIds('Between')).toHaveLength(4)
   })
 
+  it('counts exactly past pruned records that lie beyond the prune mark (deleted after a prune)', async () => {
+    await seed('Past', 3, { oneBatch: true })
+    expect(await pruneOk({ model: 'Past', until_cursor: await cursorOf('Past', -1) })).toEqual({
+      count: 3,
+      has_more: false,
+    })
+    for (const id of ['New-0', 'New-1', 'New-2']) {
+      await batchSave(t.db.kysely, t.sealer, ds('Past'), [{ id, payload: id }])
+    }
+    // Deleting moves a pruned record to the end of the stream, still pruned: past the prune mark.
+    await batchDelete(t.db.kysely, ds('Past'), [{ id: 'Past-0' }])
+    await batchDelete(t.db.kysely, ds('Past'), [{ id: 'Past-1' }])
+    for (const id of ['New-3', 'New-4']) {
+      await batchSave(t.db.kysely, t.sealer, ds('Past'), [{ id, payload: id }])
+    }
+    const order = (await list('Past')).map((r) => r.id)
+    expect(order).toEqual(['Past-2', 'New-0', 'New-1', 'New-2', 'Past-0', 'Past-1', 'New-3', 'New-4'])
+    const until = await cursorOf('Past', -1)
+    // The first four records after the mark hold one pruned already; a limit of 4 still prunes four.
+    expect(await pruneOk({ model: 'Past', until_cursor: until, limit: 4 })).toEqual({
+      count: 4,
+      has_more: true,
+    })
+    expect(await prunedIds('Past')).toEqual(order.slice(0, 7))
+    expect(await pruneOk({ model: 'Past', until_cursor: until, limit: 4 })).toEqual({
+      count: 1,
+      has_more: false,
+    })
+    expect(await pruneOk({ model: 'Past', until_cursor: until, limit: 4 })).toEqual({
+      count: 0,
+      has_more: false,
+    })
+    // has_more looks past pruned records too: only pruned ones between the limit and the cursor.
+    await batchSave(t.db.kysely, t.sealer, ds('Past'), [{ id: 'New-5', payload: 'x' }])
+    await batchDelete(t.db.kysely, ds('Past'), [{ id: 'Past-2' }])
+    expect(await pruneOk({ model: 'Past', until_cursor: await cursorOf('Past', -1), limit: 1 })).toEqual({
+      count: 1,
+      has_more: false,
+    })
+  })
+
   it('empties each record in place, on the heap page it was on (migrations/0013: pages keep room)', async () => {
     // 1 KB records fill their pages as the benchmarks' do; in place means a HOT update, no index touched.
     const records = Array.from({ length: 300 }, (_, i) => ({ id: `InPlace-${i}`, text: 'x'.repeat(900) }))
