@@ -1,9 +1,10 @@
-import { sql, type Transaction } from 'kysely'
+import { type RawBuilder, sql, type Transaction } from 'kysely'
 
 import type { Database } from '../db/database.ts'
 import type { CursorPosition } from './cursor.ts'
 import { type Dataset, lockExistingDataset, inDataset } from './datasets.ts'
 import { METADATA_BYTES } from './payload.ts'
+import { inRange, walkKeys } from './walk.ts'
 
 export interface PruneResult {
   count: number
@@ -52,16 +53,15 @@ export async function prefetchHeapPages(trx: Transaction<Database>): Promise<voi
  * Prunes (the caller holds the dataset lock) up to `limit` unpruned records matching `bound`, a
  * condition that holds for a prefix of the dataset in cursor order.
  *
- * Each step walks the `limit + 1` records after the dataset's prune mark (migrations/0012:
- * everything up to it is pruned) in cursor order, keys only, which the cursor index answers
- * without the table while its pages are all-visible, and then empties every unpruned record from
- * the mark to the `limit`-th of them by key range: Postgres reads those heap pages in a bitmap heap
- * scan, in physical order, asking for them ahead (prefetchHeapPages). The mark moves to the end of
- * the range. The walk cannot see which records are pruned already (pruned_at is in the table
- * only); where the range held some, the step prunes fewer than `limit`, and another step goes on
- * from the new mark while any remain, so the count is exact. has_more is exact too: an unpruned
- * record within `bound` past the range (the lock keeps every writer out, so what a step saw is
- * what remains).
+ * Each step walks the keys of the `limit + 1` records after the dataset's prune mark
+ * (migrations/0012: everything up to it is pruned), then empties every unpruned record from the
+ * first to the `limit`-th of them as one key range (walk.ts): Postgres reads those heap pages in a
+ * bitmap heap scan where the dataset's records are spread over the table, in physical order,
+ * asking for them ahead (prefetchHeapPages). The mark moves to the end of the range. The walk
+ * cannot see which records are pruned already (pruned_at is in the table only); where the range
+ * held some, the step prunes fewer than `limit`, and another step goes on from the new mark while
+ * any remain, so the count is exact. has_more is exact too: an unpruned record within `bound` past
+ * the range (the lock keeps every writer out, so what a step saw is what remains).
  *
  * Before, the walk found the next `limit + 1` unpruned records by index scan, reading one heap page
  * at a time, and the update reached them by ctid; against a mark joined as a row (not two scalar
@@ -70,7 +70,7 @@ export async function prefetchHeapPages(trx: Transaction<Database>): Promise<voi
 export async function pruneLocked(
   trx: Transaction<Database>,
   ds: Dataset,
-  bound: ReturnType<typeof sql>,
+  bound: RawBuilder<unknown>,
   limit: number,
 ): Promise<PruneResult> {
   let count = 0
@@ -84,38 +84,32 @@ export async function pruneLocked(
 async function pruneStep(
   trx: Transaction<Database>,
   ds: Dataset,
-  bound: ReturnType<typeof sql>,
+  bound: RawBuilder<unknown>,
   limit: number,
 ): Promise<PruneResult> {
+  const mark = sql`(
+    (SELECT coalesce(d.pruned_through_at, '-infinity') FROM datasets d WHERE ${inDataset(ds, 'd')}),
+    (SELECT coalesce(d.pruned_through_id, 0) FROM datasets d WHERE ${inDataset(ds, 'd')}))`
+  const range = await walkKeys(trx, ds, mark, bound, limit)
+  if (!range) return { count: 0, hasMore: false }
+  const { last } = range
+  const more = sql`EXISTS (
+    SELECT 1 FROM records r
+    WHERE ${inDataset(ds, 'r')} AND ${bound} AND r.pruned_at IS NULL
+      AND (r.last_modified_at, r.id) > (${last.at}::timestamptz, ${last.id}::bigint))`
   const { rows } = await sql<{ count: number; has_more: boolean }>`
-    WITH mark AS (
-      SELECT coalesce(d.pruned_through_at, '-infinity') AS at, coalesce(d.pruned_through_id, 0) AS id
-      FROM datasets d WHERE ${inDataset(ds, 'd')}
-    ), walk AS (
-      SELECT r.last_modified_at, r.id, row_number() OVER (ORDER BY r.last_modified_at, r.id) AS n
-      FROM records r
-      WHERE ${inDataset(ds, 'r')} AND (r.last_modified_at, r.id) > ((SELECT at FROM mark), (SELECT id FROM mark))
-        AND ${bound}
-      ORDER BY r.last_modified_at, r.id LIMIT ${limit + 1}
-    ), span AS (
-      SELECT last_modified_at AS at, id FROM walk WHERE n <= ${limit} ORDER BY n DESC LIMIT 1
-    ), pruned AS (
+    WITH pruned AS (
       UPDATE records r SET payload = NULL, pruned_at = now(),
              size_bytes = octet_length(to_json(r.external_id)::text) + ${7 + METADATA_BYTES}
-      WHERE ${inDataset(ds, 'r')} AND r.pruned_at IS NULL
-        AND (r.last_modified_at, r.id) > ((SELECT at FROM mark), (SELECT id FROM mark))
-        AND (r.last_modified_at, r.id) <= ((SELECT at FROM span), (SELECT id FROM span))
+      WHERE ${inDataset(ds, 'r')} AND r.pruned_at IS NULL AND ${inRange(range)}
       RETURNING 1
     ), moved AS (
-      UPDATE datasets d SET pruned_through_at = s.at, pruned_through_id = s.id
-      FROM span s WHERE ${inDataset(ds, 'd')}
+      UPDATE datasets d SET pruned_through_at = ${last.at}::timestamptz, pruned_through_id = ${last.id}::bigint
+      WHERE ${inDataset(ds, 'd')}
     )
-    SELECT (SELECT count(*) FROM pruned)::int AS count,
-           EXISTS (SELECT 1 FROM walk WHERE n > ${limit}) AND EXISTS (
-             SELECT 1 FROM records r
-             WHERE ${inDataset(ds, 'r')} AND ${bound} AND r.pruned_at IS NULL
-               AND (r.last_modified_at, r.id) > ((SELECT at FROM span), (SELECT id FROM span))
-           ) AS has_more`.execute(trx)
+    SELECT (SELECT count(*) FROM pruned)::int AS count, ${range.beyond ? more : sql`false`} AS has_more`.execute(
+    trx,
+  )
   const row = rows[0]!
   return { count: Number(row.count), hasMore: row.has_more }
 }

@@ -4,6 +4,7 @@ import type { Database } from '../db/database.ts'
 import { inTransaction } from '../db/transaction.ts'
 import { lockDatasetRows, type Dataset, datasetKey, inDataset } from './datasets.ts'
 import { prefetchHeapPages, pruneLocked } from './prune.ts'
+import { inRange, walkKeys } from './walk.ts'
 
 export interface RetentionSettings {
   /** Prune payloads of records not modified for this many days; 0 turns it off. */
@@ -86,31 +87,26 @@ async function markChecked(trx: Kysely<Database>, ds: Dataset, now: Date): Promi
 
 /**
  * Hard-deletes up to `limit` records of a dataset, oldest first; removes the dataset when none
- * remain. The walk reads `limit + 1` keys (the cursor index alone, while its pages are
- * all-visible), so the pass that deletes the last records also removes the dataset rather than
- * leaving it for a pass that finds nothing; the delete takes the records up to the `limit`-th key
- * as a range, in a bitmap heap scan that asks for its pages ahead (prefetchHeapPages), where
- * joining each key to its record read the pages one at a time.
+ * remain. The walk reads `limit + 1` keys, so the pass that deletes the last records also removes
+ * the dataset rather than leaving it for a pass that finds nothing; the delete takes the records
+ * from the first to the `limit`-th key as one range (walk.ts), in a bitmap heap scan that asks for
+ * its pages ahead (prefetchHeapPages) where the records are spread over the table, while joining
+ * each key to its record read the pages one at a time.
  */
 async function deleteSome(trx: Kysely<Database>, ds: Dataset, limit: number): Promise<number> {
-  const { rows } = await sql<{ deleted: number; live: number; more: boolean }>`
-    WITH walk AS (
-      SELECT last_modified_at, id, row_number() OVER (ORDER BY last_modified_at, id) AS n FROM records
-      WHERE ${inDataset(ds)}
-      ORDER BY last_modified_at, id LIMIT ${limit + 1}
-    ), span AS (
-      SELECT last_modified_at AS at, id FROM walk WHERE n <= ${limit} ORDER BY n DESC LIMIT 1
-    ), gone AS (
-      DELETE FROM records r
-      WHERE ${inDataset(ds, 'r')}
-        AND (r.last_modified_at, r.id) <= ((SELECT at FROM span), (SELECT id FROM span))
-      RETURNING r.deleted_at IS NULL AS live
-    )
-    SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live,
-           EXISTS (SELECT 1 FROM walk WHERE n > ${limit}) AS more
-    FROM gone`.execute(trx)
-  const { deleted, live, more } = rows[0]!
-  if (!more) {
+  const range = await walkKeys(trx, ds, undefined, sql`true`, limit)
+  let deleted = 0
+  let live = 0
+  if (range) {
+    const { rows } = await sql<{ deleted: number; live: number }>`
+      WITH gone AS (
+        DELETE FROM records r WHERE ${inDataset(ds, 'r')} AND ${inRange(range)}
+        RETURNING r.deleted_at IS NULL AS live
+      )
+      SELECT count(*)::int AS deleted, count(*) FILTER (WHERE live)::int AS live FROM gone`.execute(trx)
+    ;({ deleted, live } = rows[0]!)
+  }
+  if (!range?.beyond) {
     await trx
       .deleteFrom('datasets')
       .where((eb) => eb.and(datasetKey(ds)))
