@@ -27,8 +27,9 @@ export interface KeyRange {
  * parameters, so Postgres plans it knowing them and estimates its rows from the table's
  * statistics. With the ends as subqueries of the same statement it planned blind, assuming a ninth
  * of the dataset whatever the range: 11,041 rows for a range of 1,000 records in a dataset of
- * 100,000, against 1,918 this way (EXPLAIN). An estimate that grows with the dataset is what makes
- * a sequential scan of the whole table look cheaper once the dataset is large enough.
+ * 100,000, against 1,918 this way (EXPLAIN). An estimate that grows with the dataset would, once
+ * the dataset is large enough, make a sequential scan of the whole table look cheaper (reasoned
+ * from the estimate; not seen here).
  */
 export async function walkKeys(
   db: Queryable,
