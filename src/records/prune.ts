@@ -57,10 +57,11 @@ export async function prefetchHeapPages(trx: Transaction<Database>): Promise<voi
  * (migrations/0012: everything up to it is pruned), then empties every unpruned record from the
  * first to the `limit`-th of them as one key range (walk.ts): Postgres reads those heap pages in a
  * bitmap heap scan where the dataset's records are spread over the table, in physical order,
- * asking for them ahead (prefetchHeapPages). The mark moves to the end of the range. The walk
- * cannot see which records are pruned already (pruned_at is in the table only); where the range
- * held some, the step prunes fewer than `limit`, and another step goes on from the new mark while
- * any remain, so the count is exact. has_more is exact too: an unpruned record within `bound` past
+ * asking for them ahead (prefetchHeapPages). The mark moves to the end of the range, or to the
+ * last record within `bound` when only pruned records follow the range. The walk cannot see which
+ * records are pruned already (pruned_at is in the table only); where the range held some, the step
+ * prunes fewer than `limit`, and another step goes on from the new mark while any remain, so the
+ * count is exact. has_more is exact too: an unpruned record within `bound` past
  * the range (the lock keeps every writer out, so what a step saw is what remains).
  *
  * Before, the walk found the next `limit + 1` unpruned records by index scan, reading one heap page
@@ -111,5 +112,14 @@ async function pruneStep(
     trx,
   )
   const row = rows[0]!
+  if (range.beyond && !row.has_more) {
+    // Only pruned records follow within the bound: the mark goes past them to the last, so that
+    // the next prune (or retention pass) with nothing to do does not walk them again.
+    await sql`
+      UPDATE datasets d SET pruned_through_at = t.last_modified_at, pruned_through_id = t.id
+      FROM (SELECT r.last_modified_at, r.id FROM records r WHERE ${inDataset(ds, 'r')} AND ${bound}
+            ORDER BY r.last_modified_at DESC, r.id DESC LIMIT 1) t
+      WHERE ${inDataset(ds, 'd')}`.execute(trx)
+  }
   return { count: Number(row.count), hasMore: row.has_more }
 }
