@@ -303,6 +303,44 @@ describe('ReadAhead', () => {
     expect(counted.filter((o) => o === 'unused').length).toBeGreaterThanOrEqual(2)
   })
 
+  it('reads the mark while the page is still being read, and serves it only if both saw one mark', async () => {
+    for (const change of [false, true]) {
+      const data = fakeDataset()
+      let release!: () => void
+      const gate = new Promise<void>((resolve) => (release = resolve))
+      const events: string[] = []
+      // The page read ahead takes its snapshot only once the gate opens.
+      const read = async (t: PageTarget, q: PageQuery) => {
+        if (q.after) await gate
+        events.push(`read ${data.state.mark}`)
+        return data.read(t, q)
+      }
+      const mark = () => {
+        events.push(`mark ${data.state.mark}`)
+        return data.mark()
+      }
+      const counted: ReadAheadOutcome[] = []
+      const ra = new ReadAhead(new PageMemory(1024 * 1024, 100), read, mark, {
+        maxPages: 4,
+        waitMs: 5000,
+        count: (o) => counted.push(o),
+      })
+      const reader = {}
+      const first = (await read(aTarget, queryAt(null)))!
+      ra.follow(reader, undefined, aTarget, queryAt(null), first, false)
+      const taking = ra.take(aTarget, queryAt(10))
+      await new Promise((resolve) => setImmediate(resolve))
+      // A change that commits after the mark was read and before the page's snapshot
+      if (change) data.state.mark = '2'
+      release()
+      const taken = await taking
+      expect(events).toEqual(['read 1', 'mark 1', `read ${change ? 2 : 1}`])
+      expect(taken === null).toBe(change)
+      expect(counted).toContain(change ? 'changed' : 'served')
+      taken?.held.release()
+    }
+  })
+
   it('reads nothing ahead with maxPages 0', async () => {
     const { data, request } = readAheadOf({ maxPages: 0 })
     const reader = {}
