@@ -8,7 +8,8 @@ import type { Logger } from '../logger.ts'
 import type { Database } from './database.ts'
 import { DatabaseUnavailableError, sqlState } from './errors.ts'
 import { PREPARED } from './prepared.ts'
-import { type EachRow, type RowReader, rowsVia } from './rows.ts'
+import { type EachRow, type Row, type RowReader, rowsVia, TextRow } from './rows.ts'
+import { type RowTap, tapOf, WireClient, WireRow } from './wire.ts'
 
 export interface Db extends RowReader {
   readonly kind: DatabaseTarget['kind']
@@ -55,6 +56,7 @@ function openPostgres(url: string, { logger, applicationName = 'syncstore', pool
     application_name: applicationName,
     max: poolMax,
     types: pgTypes,
+    Client: WireClient,
     // Fail fast instead of queueing forever when Postgres is unreachable or the pool is exhausted.
     connectionTimeoutMillis: 10_000,
     // Nango's records database uses 60 s; nothing we run legitimately takes longer.
@@ -174,37 +176,80 @@ interface RowClient extends pg.PoolClient {
 }
 
 /**
- * A statement whose rows go to `onRow` as the text the protocol carries, one by one: pg's own
- * Query would look up a type parser per column, run each value through it and emit a 'row' event
- * holding a Result, then parse the command tag. pg hands a statement (a Submittable) each
- * RowDescription, DataRow and CommandComplete message; the rest (prepare, bind, errors, 'end') is
- * pg.Query's.
+ * A statement whose rows go to `onRow` one by one, as their protocol messages arrived (WireRow) on
+ * a WireClient's connection, as pg's strings (TextRow) on any other: pg's own Query would look up
+ * a type parser per column, run each value through it and emit a 'row' event holding a Result,
+ * then parse the command tag. pg hands a statement (a Submittable) each RowDescription, DataRow
+ * and CommandComplete message; the rest (prepare, bind, errors, 'end') is pg.Query's.
  */
-class RowStatement extends pg.Query {
+class RowStatement extends (pg.Query as unknown as QueryBase) {
   thrown: { error: unknown } | undefined
+  private tap: RowTap | undefined
+  private readonly wire = new WireRow()
+  private readonly strings = new TextRow()
 
   constructor(
     config: pg.QueryConfig,
-    private readonly onRow: (row: readonly (string | null)[]) => void,
+    private readonly onRow: (row: Row) => void,
   ) {
     super(config)
   }
 
+  override submit(connection: pg.Connection): void {
+    this.tap = tapOf(connection)
+    if (this.tap) this.tap.onRow = (message, start) => this.take(this.wire, message, start)
+    super.submit(connection)
+  }
+
   /** The columns' types: nothing to look up, the values are handed over as text. */
-  handleRowDescription(): void {}
+  override handleRowDescription(): void {}
 
   /** The command tag (`SELECT 101`): nobody reads the row count it carries. */
-  handleCommandComplete(): void {}
+  override handleCommandComplete(): void {}
 
-  handleDataRow(message: { fields: (string | null)[] }): void {
+  override handleDataRow(message: { fields: (string | null)[] }): void {
+    this.strings.values = message.fields
+    this.take(this.strings)
+  }
+
+  override handleReadyForQuery(connection: pg.Connection): void {
+    this.untap()
+    super.handleReadyForQuery(connection)
+  }
+
+  override handleError(err: Error, connection: pg.Connection): void {
+    this.untap()
+    super.handleError(err, connection)
+  }
+
+  private take(row: WireRow, message: Buffer, start: number): void
+  private take(row: TextRow): void
+  private take(row: WireRow | TextRow, message?: Buffer, start?: number): void {
     if (this.thrown) return
     try {
-      this.onRow(message.fields)
+      if (row instanceof WireRow) row.read(message!, start!)
+      this.onRow(row)
     } catch (error) {
       this.thrown = { error }
     }
   }
+
+  private untap(): void {
+    if (this.tap) this.tap.onRow = null
+    this.tap = undefined
+  }
 }
+
+/** pg.Query's methods RowStatement overrides (pg 8: lib/query.js); @types/pg declares few of them. */
+interface QueryMethods {
+  submit(connection: pg.Connection): void
+  handleRowDescription(message: unknown): void
+  handleDataRow(message: { fields: (string | null)[] }): void
+  handleCommandComplete(message: unknown, connection: pg.Connection): void
+  handleReadyForQuery(connection: pg.Connection): void
+  handleError(err: Error, connection: pg.Connection): void
+}
+type QueryBase = new (config: pg.QueryConfig) => Omit<pg.Query, keyof QueryMethods> & QueryMethods
 
 /** Named statements by their text: a hash of a page statement's 2 KB text per request is not free. */
 const statementNames = new Map<string, string>()

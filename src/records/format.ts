@@ -1,20 +1,30 @@
 import { type RawBuilder, sql } from 'kysely'
 
 import type { Sealer } from '../crypto.ts'
+import type { Row } from '../db/rows.ts'
 
 /**
- * A record as the page query returns it (`recordRow`): its stored JSON text, and the metadata's
- * parts as short texts, from which PageWriter writes `_nango_metadata` and the cursor. Timestamps
- * are their JSON text as Postgres writes it, `"2024-03-27T15:10:27.123456+00:00"` in UTC. All null
- * in the page statement's row for the dataset (src/records/read.ts), which PageWriter skips.
+ * A record as the page query returns it (`recordRow`), by column: its stored JSON text, and the
+ * metadata's parts as short texts, from which PageWriter writes `_nango_metadata` and the cursor.
+ * Timestamps are their JSON text as Postgres writes it, `"2024-03-27T15:10:27.123456+00:00"` in
+ * UTC. All NULL in the page statement's row for the dataset (src/records/read.ts), which
+ * PageWriter skips.
  */
-export interface RecordRow {
+export const RecordColumn = {
   /** The stored (possibly sealed) JSON text; `{"id":...}` once pruned */
-  json: string | null
+  json: 0,
   /** The internal id, in decimal */
-  id: string | null
+  id: 1,
+  modifiedAt: 2,
+  /** NULL when it equals modifiedAt (the record was added by its last change) */
+  firstSeenAt: 3,
+  deletedAt: 4,
+  prunedAt: 5,
+} as const
+
+/** The timestamps of a record, or of a run of records that share them */
+interface Times {
   modifiedAt: string | null
-  /** Null when it equals modifiedAt (the record was added by its last change) */
   firstSeenAt: string | null
   deletedAt: string | null
   prunedAt: string | null
@@ -25,15 +35,15 @@ const jsonTime = (column: RawBuilder<unknown>) =>
   sql<string | null>`CASE WHEN ${column} IS NOT NULL THEN to_json(${column})::text END`
 
 /**
- * The RecordRow columns of the record row `alias`, in RecordRow's order. Postgres sends the parts,
+ * The RecordColumn columns of the record row `alias`, in their order. Postgres sends the parts,
  * not the rendered metadata: rendering it took Postgres about as long as the rest of the page
  * query (string functions per record), and its ~230 bytes a record brought a 100-record page near
  * the size past which Postgres waits for its reader to drain the socket. Records written together
  * share their timestamps, so PageWriter renders the metadata once for a run of them.
  */
-export function recordRow(alias: string): RawBuilder<RecordRow> {
+export function recordRow(alias: string): RawBuilder<unknown> {
   const r = (column: string) => sql.ref(`${alias}.${column}`)
-  return sql<RecordRow>`
+  return sql`
     coalesce(${r('payload')}, '{"id":' || to_json(${r('external_id')})::text || '}') AS json,
     ${r('id')}::text AS id,
     ${jsonTime(r('last_modified_at'))} AS modified_at,
@@ -48,6 +58,7 @@ const RECORDS = ',"records":['
 const CLOSE = ']}'
 const RECORD_END = '"}}'
 const COMMA = 0x2c
+const OPEN_BRACE = 0x7b
 
 /** Records are written into chunks of this size, kept for the next page once the body is joined. */
 const CHUNK_BYTES = 64 * 1024
@@ -55,6 +66,55 @@ const SPARE_CHUNKS = 64
 /** Records of at most this many UTF-16 units are written without measuring their UTF-8 size first. */
 const SMALL_RECORD_UNITS = CHUNK_BYTES / 16
 const spare: Buffer[] = []
+
+/**
+ * Large bodies are written into buffers that come back once the response has gone out
+ * (recycleBody). Reading a page allocates almost nothing on V8's heap but these buffers (the
+ * payloads are copied as bytes), so young collections come seldom, and buffers freed only by them
+ * piled up until V8 answered with full collections of the heap, one every ~60 pages.
+ */
+const POOLED_BODY_BYTES = 32 * 1024
+const BODY_CAPACITY_STEP = 16 * 1024
+const POOL_BYTES = 8 * 1024 * 1024
+const bodies: ArrayBuffer[] = []
+let pooledBytes = 0
+/** Buffers handed out by bodyBuffer and not yet handed back */
+const lent = new WeakSet<ArrayBufferLike>()
+
+/** A buffer of exactly `size` bytes for a body: a pooled one at most twice as large, or a new one. */
+function bodyBuffer(size: number): Buffer {
+  if (size < POOLED_BODY_BYTES) return Buffer.allocUnsafe(size)
+  let best = -1
+  for (let i = 0; i < bodies.length; i++) {
+    const capacity = bodies[i]!.byteLength
+    if (capacity >= size && capacity <= 2 * size && (best < 0 || capacity < bodies[best]!.byteLength)) {
+      best = i
+    }
+  }
+  let buffer: ArrayBuffer
+  if (best >= 0) {
+    buffer = bodies[best]!
+    bodies[best] = bodies[bodies.length - 1]!
+    bodies.pop()
+    pooledBytes -= buffer.byteLength
+  } else {
+    buffer = Buffer.allocUnsafeSlow(Math.ceil(size / BODY_CAPACITY_STEP) * BODY_CAPACITY_STEP).buffer
+  }
+  lent.add(buffer)
+  return Buffer.from(buffer, 0, size)
+}
+
+/**
+ * Hands a body PageWriter wrote back for a later page, once nothing will read it again (its
+ * response has gone out, or its socket closed). A body handed back twice, or not PageWriter's, is
+ * ignored.
+ */
+export function recycleBody(body: Buffer): void {
+  const buffer = body.buffer
+  if (!lent.delete(buffer) || pooledBytes + buffer.byteLength > POOL_BYTES) return
+  bodies.push(buffer as ArrayBuffer)
+  pooledBytes += buffer.byteLength
+}
 
 const BASE64 = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')
 const PAD = 0x3d
@@ -106,7 +166,7 @@ export class PageWriter {
   private next: string | undefined
   /** The metadata of the last run of records, up to the cursor's opening quote, and its parts */
   private meta = ''
-  private metaOf: Omit<RecordRow, 'json' | 'id'> = {
+  private metaOf: Times = {
     modifiedAt: null,
     firstSeenAt: null,
     deletedAt: null,
@@ -125,24 +185,40 @@ export class PageWriter {
     private readonly sealer: Sealer,
   ) {}
 
-  /** The next row in cursor order; `fits` false means the byte budget ended the page before it. */
-  add(row: RecordRow, fits: boolean): void {
-    if (row.id === null || this.hasMore) return
+  /**
+   * The next row in cursor order (RecordColumn's columns; a row whose id is NULL is skipped);
+   * `fits` false means the byte budget ended the page before it.
+   */
+  add(row: Row, fits: boolean): void {
+    if (this.hasMore || row.byteLength(RecordColumn.id) < 0) return
     if (this.count === this.limit || !fits) {
       this.hasMore = true
       return
     }
-    const json = this.sealer.open(row.json!)
-    const meta = this.metaFor(row)
-    const cursor = this.cursorStart + row.id
-    // A comma before it, its closing brace dropped (RECORD_END closes it); meta and the cursor are ASCII.
-    // A small record asks for room for its worst case (3 bytes a UTF-16 unit) rather than being
-    // measured: measuring reads the whole text once more.
-    const jsonBytes = json.length <= SMALL_RECORD_UNITS ? json.length * 3 : Buffer.byteLength(json)
+    const meta = this.metaFor(
+      row.text(RecordColumn.modifiedAt),
+      row.text(RecordColumn.firstSeenAt),
+      row.text(RecordColumn.deletedAt),
+      row.text(RecordColumn.prunedAt),
+    )
+    const cursor = this.cursorStart + row.text(RecordColumn.id)!
+    // A stored payload is copied as the bytes Postgres sent: JSON text starts with `{`, a sealed
+    // payload with `enc:` (crypto.ts) and is opened first.
+    const opened =
+      row.firstByte(RecordColumn.json) === OPEN_BRACE ? null : this.sealer.open(row.text(RecordColumn.json)!)
+    // A small opened record asks for room for its worst case (3 bytes a UTF-16 unit) rather than
+    // being measured: measuring reads the whole text once more.
+    const jsonBytes =
+      opened === null
+        ? row.byteLength(RecordColumn.json)
+        : opened.length <= SMALL_RECORD_UNITS
+          ? opened.length * 3
+          : Buffer.byteLength(opened)
     const chunk = this.room(1 + jsonBytes + meta.length + base64Length(cursor.length) + RECORD_END.length)
     let at = this.at
     if (this.count > 0) chunk[at++] = COMMA
-    at += chunk.write(json, at, 'utf8') - 1
+    // Its closing brace dropped (RECORD_END closes it); meta and the cursor are ASCII.
+    at += (opened === null ? row.copy(RecordColumn.json, chunk, at) : chunk.write(opened, at, 'utf8')) - 1
     at += chunk.write(meta, at, 'latin1')
     at = writeBase64(cursor, chunk, at)
     at += chunk.write(RECORD_END, at, 'latin1')
@@ -153,28 +229,27 @@ export class PageWriter {
   }
 
   /** `,"_nango_metadata":{...,"cursor":"` of a record: the last run's, or a new run's. */
-  private metaFor(row: RecordRow): string {
+  private metaFor(
+    modifiedAt: string | null,
+    firstSeenAt: string | null,
+    deletedAt: string | null,
+    prunedAt: string | null,
+  ): string {
     const last = this.metaOf
     if (
-      row.modifiedAt === last.modifiedAt &&
-      row.firstSeenAt === last.firstSeenAt &&
-      row.deletedAt === last.deletedAt &&
-      row.prunedAt === last.prunedAt
+      modifiedAt === last.modifiedAt &&
+      firstSeenAt === last.firstSeenAt &&
+      deletedAt === last.deletedAt &&
+      prunedAt === last.prunedAt
     ) {
       return this.meta
     }
-    const modifiedAt = row.modifiedAt!
-    const action = row.deletedAt !== null ? 'DELETED' : row.firstSeenAt === null ? 'ADDED' : 'UPDATED'
-    this.metaOf = {
-      modifiedAt,
-      firstSeenAt: row.firstSeenAt,
-      deletedAt: row.deletedAt,
-      prunedAt: row.prunedAt,
-    }
-    this.cursorStart = `${modifiedAt.slice(1, -1)}||`
+    const action = deletedAt !== null ? 'DELETED' : firstSeenAt === null ? 'ADDED' : 'UPDATED'
+    this.metaOf = { modifiedAt, firstSeenAt, deletedAt, prunedAt }
+    this.cursorStart = `${modifiedAt!.slice(1, -1)}||`
     this.meta =
-      `,"_nango_metadata":{"first_seen_at":${row.firstSeenAt ?? modifiedAt},"last_modified_at":${modifiedAt}` +
-      `,"last_action":"${action}","deleted_at":${row.deletedAt ?? 'null'},"pruned_at":${row.prunedAt ?? 'null'}` +
+      `,"_nango_metadata":{"first_seen_at":${firstSeenAt ?? modifiedAt},"last_modified_at":${modifiedAt}` +
+      `,"last_action":"${action}","deleted_at":${deletedAt ?? 'null'},"pruned_at":${prunedAt ?? 'null'}` +
       ',"cursor":"'
     return this.meta
   }
@@ -189,7 +264,7 @@ export class PageWriter {
   body(): Buffer {
     const next = this.nextCursor()
     const head = OPEN + (next === null ? 'null' : `"${next}"`) + RECORDS
-    const body = Buffer.allocUnsafe(head.length + this.bytes + CLOSE.length)
+    const body = bodyBuffer(head.length + this.bytes + CLOSE.length)
     let at = body.write(head, 0, 'latin1')
     this.seal()
     for (const { chunk, used } of this.chunks) {

@@ -16,6 +16,7 @@ import { BASE_VARIANT, type Dataset } from './datasets.ts'
 import { pruneRecords } from './prune.ts'
 import { PageMemory, RecordSizeHints } from './page-memory.ts'
 import { ReadAhead } from './read-ahead.ts'
+import { recycleBody } from './format.ts'
 import {
   type Action,
   datasetMark,
@@ -203,6 +204,8 @@ export const recordRoutes: FastifyPluginAsyncTypebox<RecordRoutesOptions> = asyn
         // compares its write queue between timeouts), so a slow reader gets the whole page and a
         // reader that takes nothing is cut off after SYNCSTORE_IDLE_TIMEOUT_MS.
         void reply.type('application/json; charset=utf-8').send(body as never)
+        // 'close' comes once the response has been handed to the socket, or the socket has closed.
+        if (!reply.raw.closed) reply.raw.once('close', () => recycleBody(body))
         // Once the page is written, and before its reader can ask for the next one.
         readAhead.follow(request.raw.socket, q.cursor, target, query, page, ahead !== null)
         return reply
