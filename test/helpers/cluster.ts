@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { appendFile, chown, mkdtemp, rm } from 'node:fs/promises'
+import { appendFile, chmod, chown, mkdtemp, rm } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -55,7 +55,12 @@ export interface Cluster {
   destroy(): Promise<void>
 }
 
-export async function startCluster(): Promise<Cluster> {
+export interface ClusterOptions {
+  /** ssl = on with a self-signed certificate (openssl), for clients that connect with TLS */
+  tls?: boolean
+}
+
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const bin = postgresBinDir()
   if (!bin) throw new Error('no Postgres server binaries under /usr/lib/postgresql')
   const user = serverUser()
@@ -76,6 +81,24 @@ export async function startCluster(): Promise<Cluster> {
   const ctl = (...args: string[]) => pg('pg_ctl', ['-D', data, '-l', log, '-w', '-t', '60', ...args])
 
   await pg('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync'])
+  const tls: string[] = []
+  if (options.tls) {
+    const [key, cert] = [path.join(dir, 'server.key'), path.join(dir, 'server.crt')]
+    await run(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1'].concat([
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]),
+      { timeout: 60_000 },
+    )
+    // Postgres refuses a key that others can read, or that is not its own.
+    await chmod(key, 0o600)
+    if (user) await Promise.all([key, cert].map((file) => chown(file, user.uid, user.gid)))
+    tls.push('ssl = on', `ssl_cert_file = '${cert}'`, `ssl_key_file = '${key}'`)
+  }
   // Durability is not under test here (no OS crash), start-up speed is.
   await appendFile(
     path.join(data, 'postgresql.conf'),
@@ -87,6 +110,7 @@ export async function startCluster(): Promise<Cluster> {
       'synchronous_commit = off',
       'full_page_writes = off',
       'max_connections = 60',
+      ...tls,
       '',
     ].join('\n'),
   )
