@@ -195,10 +195,11 @@ class RowStatement extends (pg.Query as unknown as QueryBase) {
     super(config)
   }
 
-  override submit(connection: pg.Connection): void {
+  /** pg sends the statement here, and handles an error returned (a statement it could not send). */
+  override submit(connection: pg.Connection): Error | null {
     this.tap = tapOf(connection)
     if (this.tap) this.tap.onRow = (message, start) => this.take(this.wire, message, start)
-    super.submit(connection)
+    return super.submit(connection)
   }
 
   /** The columns' types: nothing to look up, the values are handed over as text. */
@@ -242,7 +243,7 @@ class RowStatement extends (pg.Query as unknown as QueryBase) {
 
 /** pg.Query's methods RowStatement overrides (pg 8: lib/query.js); @types/pg declares few of them. */
 interface QueryMethods {
-  submit(connection: pg.Connection): void
+  submit(connection: pg.Connection): Error | null
   handleRowDescription(message: unknown): void
   handleDataRow(message: { fields: (string | null)[] }): void
   handleCommandComplete(message: unknown, connection: pg.Connection): void
