@@ -46,7 +46,9 @@ export class TextRow implements Row {
 
   firstByte(column: number): number {
     const value = this.values[column] ?? null
-    return value ? Buffer.from(value.slice(0, 2))[0]! : -1
+    if (!value) return -1
+    const unit = value.charCodeAt(0)
+    return unit < 0x80 ? unit : Buffer.from(value.slice(0, 2))[0]!
   }
 
   copy(column: number, target: Buffer, at: number): number {
