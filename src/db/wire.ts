@@ -115,7 +115,7 @@ export class Framer {
       at = end
     }
     if (passFrom < at) this.passOn(data.subarray(passFrom, at))
-    if (at < data.length) this.hold(this.reused ? Buffer.from(data.subarray(at)) : data.subarray(at))
+    if (at < data.length) this.hold(data.subarray(at))
   }
 
   /**
@@ -124,14 +124,13 @@ export class Framer {
    */
   private complete(data: Buffer): number {
     let at = 0
-    const keep = (piece: Buffer) => this.hold(this.reused ? Buffer.from(piece) : piece)
     if (this.heldBytes < HEADER) {
       at = Math.min(HEADER - this.heldBytes, data.length)
-      keep(data.subarray(0, at))
+      this.hold(data.subarray(0, at))
       if (this.heldBytes < HEADER) return -1
     }
     const take = Math.min(this.needed - this.heldBytes, data.length - at)
-    keep(data.subarray(at, at + take))
+    this.hold(data.subarray(at, at + take))
     at += take
     if (this.heldBytes < this.needed) return -1
     const message = Buffer.concat(this.held, this.heldBytes)
@@ -149,7 +148,9 @@ export class Framer {
     this.pass(this.reused ? Buffer.from(data) : data)
   }
 
-  private hold(piece: Buffer): void {
+  /** Keeps a piece of the message not yet whole (a copy, if its buffer is reused) */
+  private hold(data: Buffer): void {
+    const piece = this.reused ? Buffer.from(data) : data
     this.held.push(piece)
     this.heldBytes += piece.length
     if (this.heldBytes >= HEADER && this.needed === 0) {
