@@ -179,6 +179,23 @@ async function prune(side: Side, connection: number, until: string): Promise<num
   }
 }
 
+/**
+ * Before each timed write: the records table read once, then a checkpoint. The read is a sequential
+ * scan, which Postgres makes through a ring of 32 buffers, leaving shared_buffers as they were; it
+ * puts the table's pages in the operating system's page cache, where a server whose memory holds
+ * the table keeps them. These VMs shed page cache with gigabytes free (the large table's heap lost
+ * 230 MB in 90 s, idle, with 15 GB free), so without the read the large side's writes found part of
+ * their pages on disk, by how long ago the seeding was rather than by the table's size. The
+ * checkpoint: the first change to a heap page after one logs the whole 8 KiB page, and most of the
+ * cost of a prune is that. In the small table each page holds records of most of its 20 datasets,
+ * so without it a write would find its pages already logged by the one before, which a table of
+ * many connections never does.
+ */
+async function settle(db: Kysely<Database>): Promise<void> {
+  await sql`SELECT sum(size_bytes) FROM records`.execute(db)
+  await sql`CHECKPOINT`.execute(db)
+}
+
 /** The claim as the dispatcher makes it with 8 free slots: one statement (claimDueRuns). */
 async function claim(db: Kysely<Database>): Promise<number> {
   const { ms } = await timed(() => claimDueRuns(db, 'bench', 8))
@@ -274,11 +291,7 @@ async function main(sides: Record<Size, Side>): Promise<boolean> {
     }
   }
 
-  // --- PATCH /records/prune, 1,000 a request, whole datasets ---
-  // Every write is timed from a checkpoint. The first change to a heap page after one logs the
-  // whole 8 KiB page, and most of the cost of a prune is that. In the small table each page holds
-  // records of most of its 20 datasets, so without the checkpoint a prune would find its pages
-  // already logged by the one before, which a table of many connections never does.
+  // --- PATCH /records/prune, 1,000 a request, whole datasets; every write is timed from settle() ---
   const pruned = { small: { records: 0, ms: 0 }, large: { records: 0, ms: 0 } }
   const pruneTargets = Object.fromEntries(
     SIDES.map((side) => [side, pick(sides[side].populated, PRUNE_DATASETS, taken[side])]),
@@ -287,7 +300,7 @@ async function main(sides: Record<Size, Side>): Promise<boolean> {
     if (slice >= PRUNE_DATASETS) return
     const connection = pruneTargets[side][slice]!
     const until = await cursorAt(sides[side].db.kysely, connection, PER_DATASET - 1)
-    await sql`CHECKPOINT`.execute(sides[side].db.kysely)
+    await settle(sides[side].db.kysely)
     const { ms, value } = await timed(() => prune(sides[side], connection, until))
     if (value !== PER_DATASET) throw new Error(`prune on ${side} c${connection}: ${value} of ${PER_DATASET}`)
     pruned[side].records += value
@@ -319,7 +332,7 @@ async function main(sides: Record<Size, Side>): Promise<boolean> {
     }
     await alternate(async (side, slice) => {
       if (slice >= RETENTION.passes) return
-      await sql`CHECKPOINT`.execute(sides[side].db.kysely)
+      await settle(sides[side].db.kysely)
       const { ms, value } = await timed(() =>
         runRetention(sides[side].db.kysely, settings, now, RETENTION.limits),
       )
