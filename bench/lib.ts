@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 
 import pg from 'pg'
@@ -39,6 +39,8 @@ export interface ServerProcess {
   pid: number
   /** Peak resident set size so far, from /proc (VmHWM), in MB */
   peakRssMb(): Promise<number>
+  /** Resident set size now of the server and every process under it (its sync workers), in MB */
+  treeRssMb(): Promise<number>
   stop(): Promise<void>
 }
 
@@ -83,12 +85,37 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8')
       return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
     },
+    async treeRssMb() {
+      let kb = 0
+      for (const pid of await descendants(child.pid!)) {
+        const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+        kb += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
+      }
+      return kb / 1024
+    },
     stop: () =>
       new Promise<void>((resolve) => {
         child.once('exit', () => resolve())
         child.kill('SIGTERM')
       }),
   }
+}
+
+/** `root` and every process below it, from each process's parent in /proc/<pid>/stat. */
+async function descendants(root: number): Promise<number[]> {
+  const parents = new Map<number, number>()
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    if (ppid) parents.set(Number(entry), ppid)
+  }
+  const tree = [root]
+  for (let i = 0; i < tree.length; i++) {
+    for (const [pid, ppid] of parents) if (ppid === tree[i]) tree.push(pid)
+  }
+  return tree
 }
 
 export function percentile(values: number[], p: number): number {

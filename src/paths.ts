@@ -11,11 +11,11 @@ export const PACKAGE_ROOT = new URL('../', import.meta.url)
 /**
  * A module of this package by its path under src/ without extension (`runtime/sync.worker`), as the
  * running code has it: the `.ts` source, or tsc's `.js` in dist/ (which the bundle leaves in place
- * for worker threads, each loading its own modules).
+ * for worker threads and processes, each loading its own modules).
  */
 export function ownModule(name: string): URL {
   return new URL(`${name}${path.extname(import.meta.url)}`, new URL('./', import.meta.url))
 }
 
-/** The first module of every worker thread that runs sync code (see its header). */
+/** The first module of every worker thread (deployment checks) and process (sync runs) that runs sync code (see its header). */
 export const WORKER_ENTRY = new URL('./runtime/worker-entry.js', import.meta.url)

@@ -41,7 +41,7 @@ const VALIDATOR_CACHE = 256
 
 /**
  * Executes a claimed run: reads the sync's newest deployed definition, prepares the run (reset,
- * empty cache), runs the deployed bundle in a worker thread with this run's handlers answering its
+ * empty cache), runs the deployed bundle in a worker process with this run's handlers answering its
  * `nango` calls, and reports the outcome. The run finishes on the bundle it started with, whatever
  * is deployed meanwhile. A failed run keeps every batch it committed.
  */

@@ -1,7 +1,8 @@
+import { type ChildProcess, fork } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { Worker } from 'node:worker_threads'
+import { fileURLToPath } from 'node:url'
 
 import type { Logger } from '../logger.ts'
 import { ownModule, WORKER_ENTRY } from '../paths.ts'
@@ -21,7 +22,7 @@ class RunFailure extends Error {
 }
 
 export interface PoolOptions {
-  /** Heap limit of each worker; a function that allocates past it fails its run, not the server. */
+  /** Heap limit of each worker process; a function that allocates past it fails its run, not the server. */
   memoryMb: number
   /** Wall-clock limit of one run */
   timeoutMs: number
@@ -31,10 +32,12 @@ export interface PoolOptions {
 }
 
 interface PooledWorker {
-  worker: Worker
+  child: ChildProcess
   ready: Promise<void>
   /** bundles this worker has imported (Node keeps each module for the worker's life) */
   modules: Set<string>
+  /** The end of what the process wrote to stderr (passed on as it comes): how V8's abort is recognised */
+  stderrTail: string
 }
 
 /** A deployed bundle: its hash, and how to get its code when no worker has run it yet. */
@@ -58,9 +61,34 @@ const MODULES_PER_WORKER = 64
 const TASK = ownModule('runtime/sync.worker').href
 
 /**
- * Worker threads for sync functions. A worker that finished a run cleanly is reused; one whose
- * function overran its time, exhausted its memory or crashed is terminated and replaced, so
- * nothing a function does can take the server down or leak into the next run's limits.
+ * What a worker process keeps of the server's environment: where things are and how text and time
+ * read, not its secrets (DATABASE_URL, keys) nor NODE_OPTIONS. A function reads its environment
+ * variables through nango.getEnvironmentVariables().
+ */
+export const KEPT_ENV = [
+  'PATH',
+  'HOME',
+  'TMPDIR',
+  'TMP',
+  'TEMP',
+  'LANG',
+  'LC_ALL',
+  'TZ',
+  'NODE_ENV',
+  'SYSTEMROOT',
+]
+
+/** How V8 ends a process whose heap is full (`FATAL ERROR: ... - JavaScript heap out of memory`). */
+const OUT_OF_MEMORY = /JavaScript heap out of memory/
+
+/**
+ * Worker processes for sync functions: each a child process of the server with the heap limit as
+ * its own (`--max-old-space-size`), talking over the IPC channel. A worker that finished a run
+ * cleanly is reused; one whose function overran its time, exhausted its memory or crashed is killed
+ * and replaced, so nothing a function does can take the server down or leak into the next run's
+ * limits. Worker threads cannot promise that: Node ends a thread at its heap limit only as far as
+ * V8 lets it, and some allocations (one array grown by push, say) abort the whole process instead
+ * (nodejs/node#47224), which a child process's abort is not.
  */
 export class WorkerPool {
   private readonly idle: PooledWorker[] = []
@@ -77,31 +105,38 @@ export class WorkerPool {
   }
 
   private spawn(): PooledWorker {
-    const worker = new Worker(WORKER_ENTRY, {
-      workerData: { task: TASK },
-      resourceLimits: { maxOldGenerationSizeMb: this.o.memoryMb },
-      stdout: false,
-      stderr: false,
+    const env: NodeJS.ProcessEnv = { SYNCSTORE_WORKER: JSON.stringify({ task: TASK }) }
+    for (const name of KEPT_ENV) if (process.env[name] !== undefined) env[name] = process.env[name]
+    const child = fork(fileURLToPath(WORKER_ENTRY), [], {
+      execArgv: [`--max-old-space-size=${this.o.memoryMb}`],
+      env,
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    })
+    const pooled: PooledWorker = { child, ready: Promise.resolve(), modules: new Set(), stderrTail: '' }
+    child.stderr!.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk)
+      pooled.stderrTail = (pooled.stderrTail + chunk.toString()).slice(-4096)
     })
     // Until a run is attached, a dying worker is simply forgotten.
-    worker.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
-    worker.once('exit', () => {
-      const index = this.idle.findIndex((p) => p.worker === worker)
+    child.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
+    child.once('exit', () => {
+      const index = this.idle.indexOf(pooled)
       if (index >= 0) this.idle.splice(index, 1)
     })
-    const ready = new Promise<void>((resolve, reject) => {
+    pooled.ready = new Promise<void>((resolve, reject) => {
       const onMessage = (m: ToMain) => {
         if (m.type !== 'ready') return
-        worker.off('message', onMessage)
+        child.off('message', onMessage)
         resolve()
       }
-      worker.on('message', onMessage)
-      worker.once('exit', (code) =>
-        reject(new RunFailure(`The sync worker exited while starting (code ${code})`)),
+      child.on('message', onMessage)
+      child.once('exit', (code, signal) =>
+        reject(new RunFailure(`The sync worker exited while starting (${exitReason(code, signal)})`)),
       )
     })
-    ready.catch(() => undefined)
-    return { worker, ready, modules: new Set() }
+    pooled.ready.catch(() => undefined)
+    return pooled
   }
 
   /** The bundle as a file a worker can import; written once per hash and process. */
@@ -130,8 +165,8 @@ export class WorkerPool {
     const file = await this.bundleFile(bundle)
     const pooled = this.idle.pop() ?? this.spawn()
     await pooled.ready
-    const { worker } = pooled
-    worker.removeAllListeners('error')
+    const { child } = pooled
+    child.removeAllListeners('error')
     let reusable = false
     try {
       await new Promise<void>((resolve, reject) => {
@@ -151,16 +186,19 @@ export class WorkerPool {
         const cleanup = () => {
           clearTimeout(timer)
           signal.removeEventListener('abort', onAbort)
-          worker.off('message', onMessage)
-          worker.off('error', onError)
-          worker.off('exit', onExit)
+          child.off('message', onMessage)
+          child.off('error', onError)
+          child.off('close', onClose)
+        }
+        const reply = (message: ToWorker) => {
+          // A worker that died meanwhile gets no answer; its run has failed already.
+          if (child.connected) child.send(message)
         }
         const onMessage = (m: ToMain) => {
           if (m.type === 'call') {
             answerCall(handlers, m).then(
-              (result) => worker.postMessage({ type: 'reply', id: m.id, result } satisfies ToWorker),
-              (err: Error) =>
-                worker.postMessage({ type: 'reply', id: m.id, error: callError(err) } satisfies ToWorker),
+              (result) => reply({ type: 'reply', id: m.id, result }),
+              (err: Error) => reply({ type: 'reply', id: m.id, error: callError(err) }),
             )
           } else if (m.type === 'done' && m.runId === run.runId) {
             cleanup()
@@ -169,42 +207,57 @@ export class WorkerPool {
           } else if (m.type === 'failed' && m.runId === run.runId) {
             cleanup()
             reject(new RunFailure(m.error.message, { cause: m.error.stack }))
+          } else if (m.type === 'crashed') {
+            cleanup()
+            fail(`The sync function crashed: ${m.message}`)
           }
         }
-        const onError = (err: Error & { code?: string }) => {
+        const onError = (err: Error) => {
           cleanup()
-          if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+          fail(`The sync function crashed: ${err.message}`)
+        }
+        // 'close' rather than 'exit': stderr has been read to its end, and with it V8's last words.
+        const onClose = (code: number | null, exitSignal: NodeJS.Signals | null) => {
+          cleanup()
+          if (OUT_OF_MEMORY.test(pooled.stderrTail)) {
             fail(`The sync function ran out of memory (limit ${this.o.memoryMb} MB) and was stopped`)
           } else {
-            fail(`The sync function crashed: ${err.message}`)
+            fail(`The sync worker exited unexpectedly (${exitReason(code, exitSignal)})`)
           }
         }
-        const onExit = (code: number) => {
-          cleanup()
-          fail(`The sync worker exited unexpectedly (code ${code})`)
-        }
-        worker.on('message', onMessage)
-        worker.on('error', onError)
-        worker.on('exit', onExit)
+        child.on('message', onMessage)
+        child.on('error', onError)
+        child.on('close', onClose)
         if (signal.aborted) return onAbort()
-        worker.postMessage({ type: 'run', run, file } satisfies ToWorker)
+        child.send({ type: 'run', run, file } satisfies ToWorker)
       })
     } finally {
       pooled.modules.add(bundle.hash)
       if (reusable && !this.closed && pooled.modules.size < MODULES_PER_WORKER) {
-        worker.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
+        child.on('error', (err) => this.o.logger.debug({ err }, 'idle sync worker failed'))
         this.idle.push(pooled)
       } else {
         // Whatever the dying worker still reports must not be an unhandled 'error' event.
-        worker.on('error', () => undefined)
-        void worker.terminate()
+        child.on('error', () => undefined)
+        child.kill('SIGKILL')
       }
     }
   }
 
   async close(): Promise<void> {
     this.closed = true
-    await Promise.all(this.idle.splice(0).map((p) => p.worker.terminate()))
+    await Promise.all(this.idle.splice(0).map(({ child }) => stop(child)))
     if (this.bundleDir) await rm(await this.bundleDir, { recursive: true, force: true })
   }
+}
+
+const exitReason = (code: number | null, signal: NodeJS.Signals | null) =>
+  signal ? `signal ${signal}` : `code ${code}`
+
+/** Kills a worker process and waits for it to be gone. */
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill('SIGKILL')
+  return gone
 }

@@ -1,5 +1,5 @@
 /**
- * Messages between the server and the worker threads that run sync functions, and the one map of
+ * Messages between the server and the worker processes that run sync functions, and the one map of
  * the `nango` calls that cross between them. The worker's `nango` object (sync.worker.ts) sends
  * these calls and the server's handlers (runs/handlers.ts) answer them, both typed by `NangoCalls`:
  * a new method is one entry here and one handler there, and the compiler checks both sides.
@@ -135,3 +135,5 @@ export type ToMain =
   | NangoCall
   | { type: 'done'; runId: number }
   | { type: 'failed'; runId: number; error: { message: string; stack?: string } }
+  /** An error the function's code did not catch; the process exits after sending it */
+  | { type: 'crashed'; message: string }

@@ -1,5 +1,4 @@
 import { pathToFileURL } from 'node:url'
-import { parentPort } from 'node:worker_threads'
 
 import { ActionError } from './nango-module.ts'
 import { asJson, axiosBody, logPayload, logText, normaliseCheckpoint, ownConnection } from './nango-values.ts'
@@ -18,15 +17,22 @@ import type {
 } from './protocol.ts'
 
 /**
- * Worker task: runs sync functions, one at a time. The `nango` object it hands to `exec` holds no
- * database or secret of its own: every call is a message to the server process, which owns the
- * stores, checks the run still holds its lease, and answers.
+ * Worker task, in a child process of the server (runtime/pool.ts): runs sync functions, one at a
+ * time. The `nango` object it hands to `exec` holds no database or secret of its own: every call is
+ * a message to the server process over the IPC channel, which owns the stores, checks the run still
+ * holds its lease, and answers. When the channel closes (the server stopped or died), so does this.
  */
-const port = parentPort!
+process.on('disconnect', () => process.exit(0))
+// An error nothing catches (a callback that throws, a rejection nobody awaits) ends the process, as
+// it ended a worker thread; the server hears what it was first.
+process.on('uncaughtException', (err) => {
+  const message = err instanceof Error ? err.message : String(err)
+  process.send!({ type: 'crashed', message } satisfies ToMain, () => process.exit(1))
+})
 const pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>()
 let nextCall = 1
 
-const post = (message: ToMain) => port.postMessage(message)
+const post = (message: ToMain) => void process.send!(message)
 
 function call<M extends NangoMethod>(method: M, ...args: NangoArgs<M>): Promise<NangoResult<M>> {
   const id = nextCall++
@@ -258,7 +264,7 @@ async function execute(run: RunInfo, file: string): Promise<void> {
   }
 }
 
-port.on('message', (message: ToWorker) => {
+process.on('message', (message: ToWorker) => {
   if (message.type === 'run') {
     void execute(message.run, message.file)
   } else if (message.type === 'reply') {

@@ -1,10 +1,13 @@
-// The first module of every worker thread that touches user code (sync definitions). It makes
-// TypeScript loadable (tsx) where needed and makes the modules syncstore provides to sync files ("syncstore",
-// "nango", "zod"... see resolve-hooks.js) resolve from a file anywhere on disk, for ES modules (a
-// resolve hook) and for CommonJS (require), then hands over to the task module named in workerData.
+// The first module of every worker thread or child process that touches user code (sync
+// definitions). It makes TypeScript loadable (tsx) where needed and makes the modules syncstore
+// provides to sync files ("syncstore", "nango", "zod"... see resolve-hooks.js) resolve from a file
+// anywhere on disk, for ES modules (a resolve hook) and for CommonJS (require), then hands over to
+// the task module named in workerData (a thread's) or in SYNCSTORE_WORKER (a child process's, JSON).
 import Module, { register } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { workerData } from 'node:worker_threads'
+import { workerData as threadData } from 'node:worker_threads'
+
+const workerData = threadData ?? JSON.parse(process.env.SYNCSTORE_WORKER)
 
 register('./resolve-hooks.js', import.meta.url)
 // TypeScript is needed for a task run from the sources (`.ts`), or one that loads the team's files

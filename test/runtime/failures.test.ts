@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { listRunLogs } from '../../src/runs/logs.ts'
+import { KEPT_ENV } from '../../src/runtime/pool.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts'
 import { killAll, runCli } from '../helpers/process.ts'
 import { startTestServer, type TestServer, waitFor } from '../helpers/server.ts'
@@ -48,6 +49,25 @@ const FILES = {
         all.push(Array.from({ length: 5000 }, (_, i) => ({ id: page + '-' + i, body: 'lorem ipsum ' + i })))
       }
     },`),
+  // Grows one array of numbers without bound. In a worker thread V8 ends not the thread but the whole
+  // process at the heap limit for this shape (nodejs/node#47224, on Node 20 and 24 alike), which is
+  // why functions run in processes of their own.
+  'collects/syncs/main.ts': sync(`
+    async exec(nango) {
+      const ids = []
+      for (let i = 0; ; i++) ids.push(i)
+    },`),
+  // Throws from a timer, where nothing can catch it.
+  'escapes/syncs/main.ts': sync(`
+    async exec(nango) {
+      setTimeout(() => { throw new Error('thrown from a timer') }, 10)
+      await new Promise((resolve) => setTimeout(resolve, 5000))
+    },`),
+  // Looks for the server's secrets in its environment.
+  'snoops/syncs/main.ts': sync(`
+    async exec(nango) {
+      await nango.batchSave([{ id: 'env', names: Object.keys(process.env).sort().join(',') }], 'Thing')
+    },`),
   'healthy/syncs/main.ts': sync(`
     async exec(nango) {
       await nango.batchSave([{ id: 'a' }, { id: 'b' }], 'Thing')
@@ -61,6 +81,8 @@ let serverClosed = false
 const failed: Record<string, RunRow> = {}
 
 beforeAll(async () => {
+  // As a server's own secrets are in its environment (DATABASE_URL, keys): a worker must not see them.
+  process.env.SYNCSTORE_TEST_SECRET = 'not for sync functions'
   database = await createTestDatabase()
   t = await startTestServer(
     FILES,
@@ -69,6 +91,7 @@ beforeAll(async () => {
   )
 })
 afterAll(async () => {
+  delete process.env.SYNCSTORE_TEST_SECRET
   await killAll()
   if (!serverClosed) await t.close()
   await database.destroy()
@@ -146,6 +169,30 @@ it('a function that allocates without bound is stopped at the memory limit', asy
     main!,
     /^The sync function ran out of memory \(limit 64 MB\) and was stopped$/,
   )
+})
+
+it('a function that grows one array without bound is stopped at the memory limit, and the server lives on', async () => {
+  const { main } = await connect(t, 'collects', 'c1', ['main'])
+  await expectFailedRun(
+    'collects',
+    main!,
+    /^The sync function ran out of memory \(limit 64 MB\) and was stopped$/,
+  )
+})
+
+it('an error thrown where the function cannot catch it fails its run as a crash', async () => {
+  const { main } = await connect(t, 'escapes', 'c1', ['main'])
+  await expectFailedRun('escapes', main!, /^The sync function crashed: thrown from a timer$/)
+})
+
+it("a function's process has none of the server's environment, only where things are and how text and time read", async () => {
+  const { main } = await connect(t, 'snoops', 'c1', ['main'])
+  expect(main!.state, main!.error ?? '').toBe('SUCCEEDED')
+  const { names } = (await records(t, 'snoops', 'c1', 'Thing')).get('env') as unknown as { names: string }
+  const seen = names.split(',')
+  expect(process.env.SYNCSTORE_TEST_SECRET).toBeDefined()
+  expect(seen).not.toContain('SYNCSTORE_TEST_SECRET')
+  expect(seen.filter((name) => name !== 'SYNCSTORE_WORKER' && !KEPT_ENV.includes(name))).toEqual([])
 })
 
 it('after all that, a healthy sync on the same server succeeds, and a failed one runs again', async () => {
