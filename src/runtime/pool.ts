@@ -167,6 +167,7 @@ export class WorkerPool {
     await pooled.ready
     const { child } = pooled
     child.removeAllListeners('error')
+    pooled.stderrTail = ''
     let reusable = false
     try {
       await new Promise<void>((resolve, reject) => {

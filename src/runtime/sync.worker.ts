@@ -23,6 +23,8 @@ import type {
  * holds its lease, and answers. When the channel closes (the server stopped or died), so does this.
  */
 process.on('disconnect', () => process.exit(0))
+// Ctrl-C in a terminal signals the whole process group: the server decides when its runs stop.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => undefined)
 // An error nothing catches (a callback that throws, a rejection nobody awaits) ends the process, as
 // it ended a worker thread; the server hears what it was first.
 process.on('uncaughtException', (err) => {
