@@ -23,11 +23,14 @@ import { type JsonBody, waitFor } from '../helpers/server.ts'
 const DEV = randomUUID()
 const PROD = randomUUID()
 
-/** A sync function that saves `{id: 'latest', version}`; with `gate`, it reports to the test first and last. */
+/**
+ * A sync function that saves `{id: 'latest', version}`; with `gate`, it reports to the test first and
+ * last, with the pid of the serve process whose worker process (process.ppid) runs it.
+ */
 function syncSource(o: { model: string; version: number; gate: boolean }): string {
   const report = (phase: string) =>
     o.gate
-      ? `await nango.get({ endpoint: '/${phase}', params: { sync: nango.syncName, conn: nango.connectionId, version: ${o.version}, pid: process.pid } })`
+      ? `await nango.get({ endpoint: '/${phase}', params: { sync: nango.syncName, conn: nango.connectionId, version: ${o.version}, pid: process.ppid } })`
       : ''
   return `import { createSync } from 'syncstore'
 export default createSync({

@@ -45,9 +45,10 @@ const alive: ServerProcess[] = []
 /** A replacement started in the background after the crash (startup takes seconds under load). */
 let replacement: Promise<ServerProcess> | undefined
 
+// pid: the serve process whose worker process (process.ppid) runs the function.
 const AUDIT = (sync: string) => `
   const start = Date.now()
-  const audit = (line) => appendFileSync(FILE, JSON.stringify({ sync: '${sync}', conn: nango.connectionId, pid: process.pid, start, ...line }) + '\\n')`
+  const audit = (line) => appendFileSync(FILE, JSON.stringify({ sync: '${sync}', conn: nango.connectionId, pid: process.ppid, start, ...line }) + '\\n')`
 
 const sources = (file: string): Record<string, string> => ({
   // Test 1: a short run, audited once it has done its work.
